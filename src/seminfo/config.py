@@ -1,0 +1,174 @@
+"""Configuration: JSON-schema validation, defaults, and the checks a schema cannot express.
+
+Every problem is reported as one ``ConfigError`` whose message names the offending key (as a dotted path,
+``experiments.<name>.<…>``) and the rule it broke, before any job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+__all__ = ["ConfigError", "load_schema", "validate_config", "class_index", "experiment_hash", "class_names"]
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key and the rule."""
+
+
+def load_schema(path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key(path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<config>"
+
+
+def _with_defaults(validator_class):
+    """Extend a validator so that it fills in ``default`` values of object properties as it validates."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _schema_errors(config: dict, schema: dict) -> None:
+    validator = _with_defaults(jsonschema.Draft202012Validator)(schema)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(config))
+    if error is None:
+        return
+    # For if/then branches best_match may return the container; descend to the most specific cause.
+    while error.context:
+        error = jsonschema.exceptions.best_match(error.context)
+    value = error.instance
+    shown = json.dumps(value) if not isinstance(value, (dict, list)) else type(value).__name__
+    raise ConfigError(f"{_key(error.absolute_path)}: {error.message} (rule: {error.validator}; value: {shown})")
+
+
+def class_names(spec: dict) -> list[str] | None:
+    """The class labels of an experiment when the config fixes them (gmm), else None."""
+    if spec.get("kind") == "gmm":
+        mix = spec["mixture"]
+        return list(mix.get("class_names") or [str(k) for k in range(len(mix["weights"]))])
+    return None
+
+
+def class_index(ref, names: list[str], key: str) -> int:
+    """Resolve a class given by index or by name to its index."""
+    if isinstance(ref, int):
+        if not 0 <= ref < len(names):
+            raise ConfigError(f"{key}: class index {ref} is out of range 0…{len(names) - 1} (rule: class-range)")
+        return ref
+    if ref not in names:
+        raise ConfigError(f"{key}: unknown class {ref!r}; classes are {names} (rule: class-name)")
+    return names.index(ref)
+
+
+def _check_partitions(spec: dict, names: list[str] | None, key: str) -> None:
+    for pname, sides in (spec.get("partitions") or {}).items():
+        pkey = f"{key}.partitions.{pname}"
+        if names is None:
+            if any(isinstance(r, str) for side in sides for r in side):
+                continue  # names are only known once the data set is loaded; checked then
+            resolved = [list(side) for side in sides]
+        else:
+            resolved = [[class_index(r, names, f"{pkey}[{s}]") for r in side] for s, side in enumerate(sides)]
+        overlap = set(resolved[0]) & set(resolved[1])
+        if overlap:
+            raise ConfigError(f"{pkey}: the two sides share classes {sorted(overlap)} (rule: disjoint-sides)")
+
+
+def _check_schedule(spec: dict, key: str) -> None:
+    sched = spec["schedule"]
+    if sched["name"] == "linear":
+        start, end = sched.get("beta_start", 1e-4), sched.get("beta_end", 0.02)
+        if not start < end:
+            raise ConfigError(f"{key}.schedule.beta_start: must be below beta_end ({start} >= {end}) (rule: order)")
+        if end * 1000.0 / sched["T"] > 1:
+            raise ConfigError(f"{key}.schedule.beta_end: beta_end * 1000 / T exceeds 1 (rule: beta-range)")
+    elif "beta_start" in sched or "beta_end" in sched:
+        raise ConfigError(f"{key}.schedule: beta_start/beta_end apply to the linear schedule only (rule: unused-key)")
+    steps = spec["sampling"]["steps"]
+    if steps > sched["T"]:
+        raise ConfigError(f"{key}.sampling.steps: {steps} exceeds schedule.T = {sched['T']} (rule: steps <= T)")
+
+
+def _check_gmm(spec: dict, key: str) -> None:
+    mix = spec["mixture"]
+    k = len(mix["weights"])
+    for field in ("means", "stds", "class_names"):
+        if field in mix and len(mix[field]) != k:
+            raise ConfigError(
+                f"{key}.mixture.{field}: has {len(mix[field])} entries but weights has {k} (rule: same-length)"
+            )
+    total = sum(mix["weights"])
+    if abs(total - 1.0) > 1e-6:
+        raise ConfigError(f"{key}.mixture.weights: must sum to 1 within 1e-6, sums to {total!r} (rule: sum-to-one)")
+    if "class_names" in mix and len(set(mix["class_names"])) != k:
+        raise ConfigError(f"{key}.mixture.class_names: names must be unique (rule: unique)")
+
+
+def _check_ddpm(spec: dict, key: str) -> None:
+    data = spec["data"]
+    if data["name"] == "cifar10" and "root" not in data:
+        raise ConfigError(f"{key}.data.root: required for cifar10 (the folder holding cifar-10-batches-py) "
+                          "(rule: required)")
+    sampling = spec["sampling"]
+    if sampling["shards"] > sampling["trajectories_per_class"] * len(data.get("classes") or range(10)):
+        raise ConfigError(f"{key}.sampling.shards: more shards than trajectories (rule: shards <= trajectories)")
+
+
+def validate_config(config: dict, schema: dict) -> dict:
+    """Validate ``config`` against ``schema``, fill in defaults, run the semantic checks; return the result.
+
+    The input is not modified. Raises ``ConfigError`` on the first problem.
+    """
+    if not isinstance(config, dict):
+        raise ConfigError("<config>: the configuration must be a mapping with an 'experiments' key (rule: type)")
+    config = copy.deepcopy(config)
+    _schema_errors(config, schema)
+    for name, spec in config["experiments"].items():
+        key = f"experiments.{name}"
+        _check_schedule(spec, key)
+        if spec["kind"] == "gmm":
+            _check_gmm(spec, key)
+        else:
+            _check_ddpm(spec, key)
+        _check_partitions(spec, class_names(spec), key)
+    return config
+
+
+def experiment_hash(spec: dict) -> str:
+    """Short content hash of what an experiment's samples depend on (analysis and plot options excluded).
+
+    Intermediate files carry it, so that a stage can refuse files made for another configuration.
+    """
+    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots")}
+    blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def load_config(path, schema_path) -> dict:
+    """Read a YAML config file and validate it."""
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            config = yaml.safe_load(fh)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return validate_config(config, load_schema(schema_path))

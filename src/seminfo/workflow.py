@@ -1,0 +1,57 @@
+"""Glue between Snakemake's ``script:`` directive and the stage functions.
+
+A rule's script is two lines: it imports a stage and hands it to ``run``, which sends logging and stderr to
+the rule's log file, pins the thread count to the rule's ``threads`` and turns expected failures into one
+clear line in the log instead of a deep traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+__all__ = ["run", "EXPECTED_ERRORS"]
+
+
+def _expected_errors():
+    from .config import ConfigError
+    from .io import InputError
+
+    errors = [ConfigError, InputError]
+    try:
+        from .ddpm.checkpoint import CheckpointError
+        from .ddpm.data import DataError
+        from .ddpm.train import TrainingDiverged
+
+        errors += [CheckpointError, DataError, TrainingDiverged]
+    except ImportError:  # pragma: no cover - torch-free installs
+        pass
+    return tuple(errors)
+
+
+def run(smk, stage, **kwargs):
+    """Run ``stage(**kwargs)`` inside a Snakemake job, logging to the job's first log file."""
+    log_path = smk.log[0] if len(smk.log) else None
+    handlers = [logging.FileHandler(log_path, mode="w")] if log_path else [logging.StreamHandler()]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=handlers, force=True)
+    if log_path:
+        sys.stderr = open(log_path, "a", buffering=1)
+    log = logging.getLogger("seminfo.workflow")
+    try:
+        import torch
+
+        torch.set_num_threads(max(1, int(smk.threads)))
+    except ImportError:  # pragma: no cover
+        pass
+    log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
+    start = time.perf_counter()
+    try:
+        result = stage(**kwargs)
+    except _expected_errors() as err:
+        log.error("%s: %s", type(err).__name__, err)
+        sys.stderr.flush()
+        raise SystemExit(f"seminfo ({smk.rule}): {err}") from None
+    log.info("done in %.1f s", time.perf_counter() - start)
+    return result

@@ -1,0 +1,98 @@
+"""Configuration validation: every malformed key gives one message naming the key and the rule."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from seminfo.config import ConfigError, experiment_hash, validate_config
+
+from conftest import REPO
+
+GOOD = {
+    "experiments": {
+        "g": {
+            "kind": "gmm",
+            "mixture": {"weights": [0.5, 0.3, 0.2], "means": [-1, 0, 1], "stds": [0.3, 0.3, 0.3]},
+            "schedule": {"name": "linear", "T": 100},
+            "sampling": {"steps": 20, "trajectories_per_class": 10},
+            "partitions": {"p": [[0], [1, 2]]},
+        }
+    }
+}
+
+
+def mutate(path, value=None, delete=False):
+    cfg = copy.deepcopy(GOOD)
+    node = cfg
+    for key in path[:-1]:
+        node = node[key]
+    if delete:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return cfg
+
+
+G = ("experiments", "g")
+BAD = [
+    (mutate(G + ("mixture", "stds"), [0.3, -0.3, 0.3]), "experiments.g.mixture.stds[1]", "exclusiveMinimum"),
+    (mutate(G + ("mixture", "weights"), [0.5, 0.3, 0.3]), "experiments.g.mixture.weights", "sum-to-one"),
+    (mutate(G + ("kind",), "vae"), "experiments.g.kind", "enum"),
+    (mutate(G + ("sampling", "steps"), 101), "experiments.g.sampling.steps", "steps <= T"),
+    (mutate(G + ("partitions", "p"), [[0, 1], [1, 2]]), "experiments.g.partitions.p", "disjoint-sides"),
+    (mutate(G + ("sampling", "trajectories_per_class"), delete=True), "experiments.g.sampling", "required"),
+    (mutate(G + ("schedule",), delete=True), "experiments.g", "required"),
+    (mutate(G + ("sampling", "steps"), "many"), "experiments.g.sampling.steps", "type"),
+    (mutate(G + ("sampling", "variance"), "medium"), "experiments.g.sampling.variance", "enum"),
+    (mutate(G + ("mixture", "means"), [0, 1]), "experiments.g.mixture.means", "same-length"),
+    (mutate(G + ("schedule", "T"), 10.5), "experiments.g.schedule.T", "type"),
+    (mutate(G + ("sampling", "seed"), -1), "experiments.g.sampling.seed", "minimum"),
+    (mutate(G + ("partitions", "p"), [[0], [7]]), "experiments.g.partitions.p[1]", "class-range"),
+    (mutate(G + ("unknown_key",), 1), "experiments.g", "additionalProperties"),
+    (mutate(("experiments",), {}), "experiments", "minProperties"),
+]
+
+
+def test_good_config_gets_defaults(schema):
+    cfg = validate_config(GOOD, schema)
+    s = cfg["experiments"]["g"]["sampling"]
+    assert s["variance"] == "small" and s["kernel"] == "exact" and s["init"] == "prior" and s["seed"] == 0
+    assert cfg["experiments"]["g"]["analysis"] == {"rate_smoothing": 0}
+    assert "analysis" not in GOOD["experiments"]["g"]  # input untouched
+
+
+def test_default_config_is_valid(schema):
+    validate_config(yaml.safe_load((REPO / "config.yaml").read_text()), schema)
+
+
+@pytest.mark.parametrize("cfg,key,rule", BAD, ids=[b[2] + ":" + b[1] for b in BAD])
+def test_bad_config_names_key_and_rule(schema, cfg, key, rule):
+    with pytest.raises(ConfigError) as info:
+        validate_config(cfg, schema)
+    msg = str(info.value)
+    assert msg.startswith(key + ":") and f"rule: {rule}" in msg, msg
+
+
+def test_hash_ignores_plot_and_analysis_options(schema):
+    a = validate_config(GOOD, schema)["experiments"]["g"]
+    b = copy.deepcopy(a)
+    b["plots"]["dpi"] = 300
+    b["analysis"]["rate_smoothing"] = 3
+    assert experiment_hash(a) == experiment_hash(b)
+    b["sampling"]["seed"] = 1
+    assert experiment_hash(a) != experiment_hash(b)
+
+
+@pytest.mark.parametrize("cfg,key,rule", BAD[:5], ids=[b[2] for b in BAD[:5]])
+def test_snakemake_rejects_bad_config_and_writes_nothing(tmp_path, cfg, key, rule):
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--cores", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode != 0
+    assert f"invalid configuration: {key}:" in proc.stderr and f"rule: {rule}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "results").exists()

@@ -1,0 +1,57 @@
+# Aggregation into summary.nc and figures; shared by every experiment kind.
+
+
+rule aggregate:
+    input:
+        posterior_files,
+    output:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/aggregate.log",
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/aggregate.py"
+
+
+rule plot_profiles:
+    input:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+    output:
+        report(
+            expand(
+                f"{RESULTS}/{{{{experiment}}}}/figures/{{name}}.png",
+                name=["entropy", "entropy_rate", "rate_heatmap", "examples"],
+            ),
+            category="{experiment}",
+            caption="../report/profiles.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/plot_profiles.log",
+    params:
+        plots=lambda w: spec(w.experiment)["plots"],
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/plots.py"
+
+
+rule plot_partitions:
+    input:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+    output:
+        report(
+            f"{RESULTS}/{{experiment}}/figures/partitions.png",
+            category="{experiment}",
+            caption="../report/partitions.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/plot_partitions.log",
+    params:
+        plots=lambda w: spec(w.experiment)["plots"],
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/plots.py"

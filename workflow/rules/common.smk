@@ -1,0 +1,65 @@
+# Config validation and target helpers. Validation runs when the workflow is parsed, so a bad config
+# stops every command (including dry runs) with one message before any job is scheduled.
+import sys
+
+from seminfo.config import ConfigError, experiment_hash, load_schema, validate_config
+
+SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
+
+try:
+    config = validate_config(config, load_schema(SCHEMA))
+except ConfigError as err:
+    sys.stderr.write(f"seminfo: invalid configuration: {err}\n")
+    raise SystemExit(1)
+
+EXPERIMENTS = config["experiments"]
+RESULTS = "results"
+
+
+def spec(experiment):
+    return EXPERIMENTS[experiment]
+
+
+def core_spec(experiment):
+    """What sampling depends on: changing analysis or plotting options must not resample."""
+    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots")}
+
+
+def analysis_spec(experiment):
+    """What the posterior and aggregation stages depend on (plotting options excluded)."""
+    return {k: v for k, v in spec(experiment).items() if k != "plots"}
+
+
+def experiments_of(kind):
+    return [name for name, s in EXPERIMENTS.items() if s["kind"] == kind]
+
+
+def figures(experiment):
+    """The figure files of one experiment (which ones apply depends on its kind and partitions)."""
+    s = spec(experiment)
+    names = ["entropy", "entropy_rate", "rate_heatmap", "examples"]
+    if s.get("partitions"):
+        names.append("partitions")
+    if s["kind"] == "ddpm":
+        names += ["filmstrip", "samples"]
+    return [f"{RESULTS}/{experiment}/figures/{name}.png" for name in names]
+
+
+def all_targets():
+    out = []
+    for name in EXPERIMENTS:
+        out.append(f"{RESULTS}/{name}/summary.nc")
+        out += figures(name)
+    return out
+
+
+def posterior_files(w):
+    s = spec(w.experiment)
+    if s["kind"] == "gmm":
+        return [f"{RESULTS}/{w.experiment}/posterior.nc"]
+    return [f"{RESULTS}/{w.experiment}/shards/posterior_{i}.nc" for i in range(s["sampling"]["shards"])]
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS) or "^$",
+    shard=r"\d+",
