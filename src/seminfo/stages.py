@@ -103,7 +103,7 @@ def concat_shards(parts: list[xr.Dataset]) -> xr.Dataset:
         dim = "traj" if "traj" in var.dims else "example" if "example" in var.dims else None
         if dim is not None:
             joined[name] = xr.concat([p[name] for p in parts], dim)
-    return first.assign(joined)
+    return first.drop_vars(list(joined)).assign(joined)
 
 
 # --- gmm ------------------------------------------------------------------------------------------------

@@ -41,6 +41,8 @@ VARIABLE_ATTRS = {
     "example_posterior": ("class posterior P(c | x_t) along example trajectories", "1"),
     "example_label": ("class index the example trajectory was generated for", "1"),
     "n_trajectories": ("number of trajectories per class", "1"),
+    "filmstrip_x0": ("predicted x0 along example trajectories", "1"),
+    "snapshot_time": ("time of each filmstrip frame", "1"),
 }
 
 
@@ -152,6 +154,10 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         data["example_posterior"] = _var("example_posterior", ("example", "time", "class"),
                                          traj["example_posterior"].values)
         data["example_label"] = _var("example_label", ("example",), traj["example_label"].values)
+    if "filmstrip_x0" in traj:
+        data["filmstrip_x0"] = _var("filmstrip_x0", ("example", "snapshot", "channel", "y", "x"),
+                                    traj["filmstrip_x0"].values)
+        data["snapshot_time"] = _var("snapshot_time", ("snapshot",), traj["snapshot_time"].values)
     if exact is not None:
         He = np.asarray(exact["entropy"])
         data["entropy_exact"] = _var("entropy_exact", ("class", "time"), He)

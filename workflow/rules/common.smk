@@ -25,6 +25,11 @@ def core_spec(experiment):
     return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots")}
 
 
+def train_spec(experiment):
+    """What training depends on: changing sampling options must not retrain."""
+    return {k: spec(experiment)[k] for k in ("kind", "data", "model", "schedule", "train")}
+
+
 def analysis_spec(experiment):
     """What the posterior and aggregation stages depend on (plotting options excluded)."""
     return {k: v for k, v in spec(experiment).items() if k != "plots"}
@@ -32,6 +37,11 @@ def analysis_spec(experiment):
 
 def experiments_of(kind):
     return [name for name, s in EXPERIMENTS.items() if s["kind"] == kind]
+
+
+def digits_experiments():
+    """DDPM experiments on the bundled digits: they get an independent sample-quality check."""
+    return [name for name in experiments_of("ddpm") if spec(name)["data"]["name"] == "digits"]
 
 
 def figures(experiment):
@@ -49,15 +59,24 @@ def all_targets():
     out = []
     for name in EXPERIMENTS:
         out.append(f"{RESULTS}/{name}/summary.nc")
+        if spec(name)["kind"] == "ddpm":
+            out.append(f"{RESULTS}/{name}/trajectories.nc")
+        if name in digits_experiments():
+            out.append(f"{RESULTS}/{name}/quality.json")
         out += figures(name)
     return out
 
 
+def shard_files(experiment, stage):
+    """Per-shard files of a DDPM experiment, e.g. results/<experiment>/shards/sample_<i>.nc."""
+    shards = spec(experiment)["sampling"]["shards"]
+    return [f"{RESULTS}/{experiment}/shards/{stage}_{i}.nc" for i in range(shards)]
+
+
 def posterior_files(w):
-    s = spec(w.experiment)
-    if s["kind"] == "gmm":
+    if spec(w.experiment)["kind"] == "gmm":
         return [f"{RESULTS}/{w.experiment}/posterior.nc"]
-    return [f"{RESULTS}/{w.experiment}/shards/posterior_{i}.nc" for i in range(s["sampling"]["shards"])]
+    return shard_files(w.experiment, "posterior")
 
 
 wildcard_constraints:

@@ -1,0 +1,121 @@
+# DDPM experiments: train a class-conditional network, sample trajectories in shards with the per-step
+# Bayes increments, turn them into posteriors, and collect per-trajectory and sample datasets.
+
+
+rule ddpm_train:
+    output:
+        model=f"{RESULTS}/{{experiment}}/model/model.safetensors",
+        meta=f"{RESULTS}/{{experiment}}/model/model.json",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/ddpm_train.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/ddpm_train.tsv"
+    params:
+        spec=lambda w: train_spec(w.experiment),
+        work_dir=lambda w: f"{RESULTS}/{w.experiment}/model/work",
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        experiment="|".join(experiments_of("ddpm")) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/ddpm_train.py"
+
+
+rule ddpm_sample:
+    input:
+        model=f"{RESULTS}/{{experiment}}/model/model.safetensors",
+    output:
+        f"{RESULTS}/{{experiment}}/shards/sample_{{shard}}.nc",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/ddpm_sample_{{shard}}.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/ddpm_sample_{{shard}}.tsv"
+    params:
+        spec=lambda w: core_spec(w.experiment),
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        experiment="|".join(experiments_of("ddpm")) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/ddpm_sample.py"
+
+
+rule ddpm_posterior:
+    input:
+        f"{RESULTS}/{{experiment}}/shards/sample_{{shard}}.nc",
+    output:
+        f"{RESULTS}/{{experiment}}/shards/posterior_{{shard}}.nc",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/ddpm_posterior_{{shard}}.log",
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+    wildcard_constraints:
+        experiment="|".join(experiments_of("ddpm")) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/ddpm_posterior.py"
+
+
+rule ddpm_collect:
+    input:
+        posteriors=lambda w: shard_files(w.experiment, "posterior"),
+        samples=lambda w: shard_files(w.experiment, "sample"),
+    output:
+        trajectories=f"{RESULTS}/{{experiment}}/trajectories.nc",
+        samples=f"{RESULTS}/{{experiment}}/samples.nc",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/ddpm_collect.log",
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+    wildcard_constraints:
+        experiment="|".join(experiments_of("ddpm")) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/ddpm_collect.py"
+
+
+rule plot_images:
+    input:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        samples=f"{RESULTS}/{{experiment}}/samples.nc",
+    output:
+        report(
+            expand(f"{RESULTS}/{{{{experiment}}}}/figures/{{name}}.png", name=["filmstrip", "samples"]),
+            category="{experiment}",
+            caption="../report/images.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/plot_images.log",
+    params:
+        plots=lambda w: spec(w.experiment)["plots"],
+    wildcard_constraints:
+        experiment="|".join(experiments_of("ddpm")) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/plots.py"
+
+
+rule ddpm_quality:
+    input:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        samples=f"{RESULTS}/{{experiment}}/samples.nc",
+        trajectories=f"{RESULTS}/{{experiment}}/trajectories.nc",
+    output:
+        f"{RESULTS}/{{experiment}}/quality.json",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/ddpm_quality.log",
+    wildcard_constraints:
+        experiment="|".join(digits_experiments()) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/ddpm_quality.py"

@@ -1,0 +1,96 @@
+"""End-to-end DDPM runs of the workflow on tiny configs: digits with 1 vs 4 shards, and a fake CIFAR10."""
+
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+from seminfo.ddpm.data import write_fake_cifar10
+
+from test_workflow_gmm import COORDS, snakemake
+
+TINY_NET = {"preset": "digits", "block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [],
+            "mid_attention": False, "norm_num_groups": 8}
+
+
+def digits(shards):
+    return {
+        "kind": "ddpm",
+        "data": {"name": "digits", "classes": [0, 1, 7], "limit_per_class": 40},
+        "model": TINY_NET,
+        "schedule": {"name": "linear", "T": 100},
+        "train": {"steps": 12, "batch_size": 32, "checkpoint_every": 5, "warmup": 2},
+        "sampling": {"steps": 8, "trajectories_per_class": 4, "shards": shards, "batch_size": 24, "snapshots": 3},
+        "partitions": {"zero_vs_rest": [["0"], ["1", "7"]]},
+    }
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ddpm_run")
+    write_fake_cifar10(d / "cifar", n_per_class=3)
+    config = {"experiments": {
+        "one_shard": digits(1),
+        "four_shards": digits(4),
+        "cifar": {
+            "kind": "ddpm",
+            "data": {"name": "cifar10", "root": str(d / "cifar"), "classes": [3, 5], "verify_checksums": False},
+            "model": {"preset": "cifar10_ddpm", "block_out_channels": [8, 16], "layers_per_block": 1,
+                      "attention_resolutions": [16], "norm_num_groups": 4},
+            "schedule": {"name": "cosine", "T": 50},
+            "train": {"steps": 3, "batch_size": 4},
+            "sampling": {"steps": 4, "trajectories_per_class": 2, "batch_size": 8, "variance": "large"},
+        },
+    }}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(d, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return d
+
+
+@pytest.mark.slow
+def test_summary_has_the_gmm_contract_without_exact_curves(run_dir):
+    ds = xr.open_dataset(run_dir / "results" / "one_shard" / "summary.nc", engine="netcdf4")
+    assert COORDS <= set(ds.coords)
+    assert {"entropy", "entropy_sem", "entropy_rate", "posterior_true", "entropy_marginal", "mutual_information",
+            "entropy_var", "partition_entropy", "filmstrip_x0"} <= set(ds.data_vars)
+    assert not any(name.endswith("_exact") for name in ds.data_vars)
+    assert list(ds["class"].values) == ["0", "1", "7"]
+    assert ds.attrs["kind"] == "ddpm"
+    np.testing.assert_allclose(ds["entropy"].isel(time=-1), np.log2(3), atol=1e-6)
+    assert ds["time"].values[0] > 0  # small variance: the grid ends at the last stochastic step
+
+
+@pytest.mark.slow
+def test_one_and_four_shards_agree(run_dir):
+    a = xr.open_dataset(run_dir / "results" / "one_shard" / "trajectories.nc", engine="netcdf4")
+    b = xr.open_dataset(run_dir / "results" / "four_shards" / "trajectories.nc", engine="netcdf4")
+    np.testing.assert_array_equal(a["traj"], b["traj"])
+    assert np.abs(a["posterior"].values - b["posterior"].values).max() < 1e-6
+    sa = xr.open_dataset(run_dir / "results" / "one_shard" / "summary.nc", engine="netcdf4")
+    sb = xr.open_dataset(run_dir / "results" / "four_shards" / "summary.nc", engine="netcdf4")
+    assert np.abs(sa["entropy"].values - sb["entropy"].values).max() < 1e-6
+    assert len(list((run_dir / "results" / "four_shards" / "shards").glob("sample_*.nc"))) == 4
+
+
+@pytest.mark.slow
+def test_samples_and_figures(run_dir):
+    s = xr.open_dataset(run_dir / "results" / "cifar" / "samples.nc", engine="netcdf4")
+    assert s["image"].dims == ("sample", "channel", "y", "x") and s["image"].shape == (4, 3, 32, 32)
+    assert float(s["image"].min()) >= 0 and float(s["image"].max()) <= 1
+    assert list(s["label"].values) == [0, 0, 1, 1]
+    for name in ("entropy", "entropy_rate", "rate_heatmap", "examples", "filmstrip", "samples"):
+        png = run_dir / "results" / "cifar" / "figures" / f"{name}.png"
+        assert png.read_bytes()[:4] == b"\x89PNG"
+    assert (run_dir / "results" / "one_shard" / "quality.json").exists()
+    assert not (run_dir / "results" / "cifar" / "quality.json").exists()
+
+
+@pytest.mark.slow
+def test_changing_sampling_does_not_retrain(run_dir):
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    cfg["experiments"]["one_shard"]["sampling"]["trajectories_per_class"] = 5
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(run_dir, "-n", "--quiet", "rules")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "ddpm_sample" in out and "ddpm_train" not in out, out
