@@ -10,7 +10,6 @@ from seminfo.ddpm.data import (
     CIFAR10_TRAIN_FILES,
     DataError,
     ImageData,
-    expect_cifar10_checksums,
     load_images,
     validate_images,
     write_fake_cifar10,
@@ -66,8 +65,7 @@ def _read_fake_batches(root, names):
 @pytest.mark.parametrize("train", [True, False])
 def test_fake_cifar10_round_trips_through_the_torchvision_loader(tmp_path, train):
     root = write_fake_cifar10(tmp_path, n_per_class=3, seed=1, test_per_class=2)
-    with expect_cifar10_checksums(root):
-        data = load_images({"name": "cifar10", "root": str(root), "train": train})
+    data = load_images({"name": "cifar10", "root": str(root), "train": train, "verify_checksums": False})
     raw, labels = _read_fake_batches(root, CIFAR10_TRAIN_FILES if train else ["test_batch"])
     expected = torch.from_numpy(raw).reshape(-1, 3, 32, 32).to(torch.float32) / 127.5 - 1
     assert data.images.shape == (10 * (3 if train else 2), 3, 32, 32)
@@ -78,8 +76,8 @@ def test_fake_cifar10_round_trips_through_the_torchvision_loader(tmp_path, train
 
 def test_fake_cifar10_class_subset(tmp_path):
     root = write_fake_cifar10(tmp_path, n_per_class=4)
-    with expect_cifar10_checksums(root):
-        data = load_images({"name": "cifar10", "root": str(root), "classes": [9, 0], "limit_per_class": 2})
+    cfg = {"name": "cifar10", "root": str(root), "classes": [9, 0], "limit_per_class": 2, "verify_checksums": False}
+    data = load_images(cfg)
     assert data.class_names == ("truck", "airplane")
     assert torch.bincount(data.labels).tolist() == [2, 2]
 
@@ -89,6 +87,21 @@ def test_files_that_fail_torchvisions_integrity_check_raise_data_error_naming_th
     with pytest.raises(DataError, match="could not load CIFAR-10") as err:
         load_images({"name": "cifar10", "root": str(root)})
     assert str(root / CIFAR10_FOLDER) in str(err.value) and "download: true" in str(err.value)
+
+
+def test_unverified_loading_still_needs_every_file(tmp_path):
+    root = write_fake_cifar10(tmp_path)
+    (root / CIFAR10_FOLDER / "data_batch_3").unlink()
+    with pytest.raises(DataError, match="could not load CIFAR-10"):
+        load_images({"name": "cifar10", "root": str(root), "verify_checksums": False})
+
+
+def test_the_stock_torchvision_loader_keeps_its_checksums(tmp_path):
+    from torchvision.datasets import CIFAR10
+
+    root = write_fake_cifar10(tmp_path)
+    load_images({"name": "cifar10", "root": str(root), "verify_checksums": False})
+    assert all(md5 for _, md5 in CIFAR10.train_list + CIFAR10.test_list) and CIFAR10.meta["md5"]
 
 
 def test_missing_cifar10_folder_says_where_to_put_the_files_or_to_download(tmp_path):

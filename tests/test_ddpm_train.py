@@ -91,7 +91,9 @@ def test_extending_a_finished_run_resumes_from_its_last_step(digits, tmp_path):
 def test_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch):
     cfg = {"steps": 20, "batch_size": 8, "checkpoint_every": 5}
     patch_forward(monkeypatch, 13, lambda out: out * float("nan"))
-    with pytest.raises(TrainingDiverged, match="non-finite loss nan .* at step 13"):
+    with pytest.raises(
+        TrainingDiverged, match="non-finite loss nan .* at step 13; the last good training state is step 10"
+    ):
         train(digits, ARCH, cfg, SCHEDULE, tmp_path / "model.safetensors", tmp_path / "work")
     assert not (tmp_path / "model.safetensors").exists()
     assert losses(tmp_path / "work")[-1][:2] == ["13", "nan"]

@@ -142,6 +142,9 @@ def validate_config(config: dict, schema: dict) -> dict:
         raise ConfigError("<config>: the configuration must be a mapping with an 'experiments' key (rule: type)")
     config = copy.deepcopy(config)
     _schema_errors(config, schema)
+    for name in config.get("run", []):
+        if name not in config["experiments"]:
+            raise ConfigError(f"run: {name!r} is not an experiment of this config (rule: known-experiment)")
     for name, spec in config["experiments"].items():
         key = f"experiments.{name}"
         _check_schedule(spec, key)

@@ -56,8 +56,9 @@ def figures(experiment):
 
 
 def all_targets():
+    """Every output of the experiments named by ``run:`` (default: all experiments)."""
     out = []
-    for name in EXPERIMENTS:
+    for name in config.get("run", EXPERIMENTS):
         out.append(f"{RESULTS}/{name}/summary.nc")
         if spec(name)["kind"] == "ddpm":
             out.append(f"{RESULTS}/{name}/trajectories.nc")

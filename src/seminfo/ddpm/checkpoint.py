@@ -88,9 +88,7 @@ def load_model(path, expect_num_classes: int | None = None, map_location="cpu"):
     if missing or record["format"] != FORMAT:
         raise CheckpointError(f"{sidecar_path(path)}: not a {FORMAT} record (missing {missing})")
     if expect_num_classes is not None and record["num_classes"] != expect_num_classes:
-        raise CheckpointError(
-            f"{path}: model has {record['num_classes']} classes, expected {expect_num_classes}"
-        )
+        raise CheckpointError(f"{path}: model has {record['num_classes']} classes, expected {expect_num_classes}")
     tensors = _read_tensors(path, record["sha256"])
     try:
         model = ClassConditionalUNet(record["arch"], tuple(record["image_shape"]), record["num_classes"])
@@ -101,9 +99,7 @@ def load_model(path, expect_num_classes: int | None = None, map_location="cpu"):
     return model.to(map_location).eval(), record
 
 
-def save_training_state(
-    dir, step: int, model, ema, optimizer, rng_state: dict, extra: dict, keep: int = 2
-) -> Path:
+def save_training_state(dir, step: int, model, ema, optimizer, rng_state: dict, extra: dict, keep: int = 2) -> Path:
     """Write the training state after ``step`` updates to ``dir/step_<step>/``; keep the newest ``keep``.
 
     ``rng_state`` maps names to generator states (uint8 tensors); ``extra`` must be JSON-serialisable.
@@ -271,8 +267,8 @@ def _complete_states(root: Path) -> list[Path]:
     """Finished training-state folders under ``root``, oldest first (temporary folders never qualify)."""
     if not root.is_dir():
         return []
-    folders = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_STEP_PREFIX)]
-    return sorted((p for p in folders if p.name[len(_STEP_PREFIX) :].isdigit()), key=lambda p: int(p.name[len(_STEP_PREFIX) :]))
+    steps = {p: p.name.removeprefix(_STEP_PREFIX) for p in root.glob(f"{_STEP_PREFIX}*") if p.is_dir()}
+    return sorted((p for p, s in steps.items() if s.isdigit()), key=lambda p: int(steps[p]))
 
 
 def _prune(root: Path, keep: int) -> None:

@@ -7,7 +7,6 @@ torchvision from its official python pickles. A data config may keep a subset of
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import pickle
 from dataclasses import dataclass
@@ -23,7 +22,6 @@ __all__ = [
     "select_classes",
     "validate_images",
     "write_fake_cifar10",
-    "expect_cifar10_checksums",
 ]
 
 log = logging.getLogger(__name__)
@@ -145,7 +143,12 @@ def _load_digits():
 
 
 def _load_cifar10(cfg: dict):
-    """CIFAR-10 via torchvision as (N, 3, 32, 32) float32 ``x / 127.5 - 1``."""
+    """CIFAR-10 via torchvision as (N, 3, 32, 32) float32 ``x / 127.5 - 1``.
+
+    With ``verify_checksums: false`` torchvision's loader runs with its table of expected MD5s blanked
+    (``_unverified_cifar10``), for rebuilt copies or test fakes that cannot match the official release.
+    The files are pickles, so unverified ones must come from a trusted source.
+    """
     from torchvision.datasets import CIFAR10
 
     if "root" not in cfg:
@@ -160,20 +163,35 @@ def _load_cifar10(cfg: dict):
             "(as unpacked from the official cifar-10-python.tar.gz), or set `download: true` in the "
             "experiment's data config."
         )
-    # verify_checksums: false accepts files that are not the official release (test data, local rebuilds):
-    # torchvision then checks them against their own MD5s, i.e. only for presence and readability.
-    checks = contextlib.nullcontext() if cfg.get("verify_checksums", True) else expect_cifar10_checksums(root)
+    loader = CIFAR10 if cfg.get("verify_checksums", True) else _unverified_cifar10()
     try:
-        with checks:
-            dataset = CIFAR10(root, train=bool(cfg.get("train", True)), download=download)
+        dataset = loader(root, train=bool(cfg.get("train", True)), download=download)
     except (RuntimeError, OSError, EOFError, KeyError, ValueError, pickle.UnpicklingError) as err:
         raise DataError(
             f"torchvision could not load CIFAR-10 from {folder}: {err}. Re-extract cifar-10-python.tar.gz "
-            "there or set `download: true` in the experiment's data config."
+            "there, set `download: true` in the experiment's data config, or, for a copy that is not the "
+            "official release, `verify_checksums: false`."
         ) from err
     images = torch.from_numpy(dataset.data).permute(0, 3, 1, 2).to(torch.float32) / 127.5 - 1
     labels = torch.as_tensor(dataset.targets, dtype=torch.int64)
     return images.contiguous(), labels, tuple(dataset.classes)
+
+
+def _unverified_cifar10():
+    """torchvision's CIFAR10 with every expected MD5 set to None.
+
+    torchvision's ``check_integrity(path, None)`` then only checks that the file exists; everything else
+    (which files, unpickling, the metadata) is torchvision's own code. Only the class attributes of this
+    subclass change, so the stock ``CIFAR10`` is untouched.
+    """
+    from torchvision.datasets import CIFAR10
+
+    class UnverifiedCIFAR10(CIFAR10):
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return UnverifiedCIFAR10
 
 
 def write_fake_cifar10(root, n_per_class: int = 2, seed: int = 0, test_per_class: int = 1) -> Path:
@@ -186,7 +204,7 @@ def write_fake_cifar10(root, n_per_class: int = 2, seed: int = 0, test_per_class
     batches in shuffled class order.
 
     torchvision checks each file against the MD5 of the official release, which a fake can never match;
-    load it inside ``expect_cifar10_checksums(root)``.
+    load it with ``verify_checksums: false`` in the data config.
     """
     rng = np.random.default_rng(seed)
     folder = Path(root) / CIFAR10_FOLDER
@@ -196,12 +214,15 @@ def write_fake_cifar10(root, n_per_class: int = 2, seed: int = 0, test_per_class
         labels = rng.permutation(np.repeat(np.arange(10), n_per))
         data = rng.integers(0, 256, size=(labels.size, 3 * 32 * 32), dtype=np.uint8)
         for part, idx in enumerate(np.array_split(np.arange(labels.size), parts), start=1):
-            yield part, {
-                "batch_label": batch_label.format(part=part),
-                "labels": labels[idx].tolist(),
-                "data": data[idx],
-                "filenames": [f"fake_{i:05d}.png" for i in idx],
-            }
+            yield (
+                part,
+                {
+                    "batch_label": batch_label.format(part=part),
+                    "labels": labels[idx].tolist(),
+                    "data": data[idx],
+                    "filenames": [f"fake_{i:05d}.png" for i in idx],
+                },
+            )
 
     for part, entry in batch(n_per_class, "training batch {part} of 5", len(CIFAR10_TRAIN_FILES)):
         _write_pickle(folder / f"data_batch_{part}", entry)
@@ -216,26 +237,3 @@ def _write_pickle(path: Path, obj) -> None:
     # Protocol 2 is what the official Python-2 files use.
     with open(path, "wb") as f:
         pickle.dump(obj, f, protocol=2)
-
-
-@contextlib.contextmanager
-def expect_cifar10_checksums(root):
-    """Within the block, torchvision's CIFAR10 expects the MD5s of the files now under ``root``.
-
-    For tests with ``write_fake_cifar10``: the real loader then runs unchanged (file checks, MD5
-    comparison, unpickling, metadata), only its table of expected checksums is swapped for the fake's
-    and restored on exit. Not thread-safe: it patches class attributes.
-    """
-    from torchvision.datasets import CIFAR10
-    from torchvision.datasets.utils import calculate_md5
-
-    folder = Path(root) / CIFAR10_FOLDER
-    saved = {name: getattr(CIFAR10, name) for name in ("train_list", "test_list", "meta")}
-    try:
-        CIFAR10.train_list = [[name, calculate_md5(folder / name)] for name in CIFAR10_TRAIN_FILES]
-        CIFAR10.test_list = [[CIFAR10_TEST_FILE, calculate_md5(folder / CIFAR10_TEST_FILE)]]
-        CIFAR10.meta = {**saved["meta"], "md5": calculate_md5(folder / CIFAR10_META_FILE)}
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(CIFAR10, name, value)

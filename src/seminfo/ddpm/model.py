@@ -134,7 +134,7 @@ class ClassConditionalUNet(torch.nn.Module):
         )
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Predicted noise for ``x`` (B, C, H, W) at DDPM steps ``t`` (B,) in 1 … T with ``labels`` (B,) in 0 … K."""
+        """Predicted noise for ``x`` (B, C, H, W) at steps ``t`` (B,) in 1 … T with ``labels`` (B,) in 0 … K."""
         return self.unet(x, t, class_labels=labels).sample
 
 

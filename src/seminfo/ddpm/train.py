@@ -102,7 +102,7 @@ def ema_decay_at(step: int, decay: float) -> float:
 def update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * model, for parameters; buffers are copied."""
     torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
-    for target, source in zip(ema.buffers(), model.buffers()):
+    for target, source in zip(ema.buffers(), model.buffers(), strict=True):
         target.copy_(source)
 
 
@@ -118,9 +118,7 @@ def draw_batch(gen: torch.Generator, num_images: int, batch_size: int, T: int, i
     return index, t, eps, drop
 
 
-def train(
-    data: ImageData, arch: dict, cfg: dict, schedule: Schedule, out_path, work_dir, device=None
-) -> dict:
+def train(data: ImageData, arch: dict, cfg: dict, schedule: Schedule, out_path, work_dir, device=None) -> dict:
     """Train eps_theta on ``data`` with the ε-prediction MSE, resuming from ``work_dir`` if it holds a state.
 
     Writes ``work_dir/loss.tsv`` (step, loss, lr), training checkpoints in ``work_dir/checkpoints`` and,
@@ -170,10 +168,12 @@ def train(
 
     model.train()
     pending = []  # (step, lr, loss, grad norm) not yet read back from the device
+    saved = start
     began = time.perf_counter()
-    with open(loss_path, "a") as loss_file, tqdm(
-        total=cfg["steps"], initial=start, desc="train", unit="step", mininterval=5.0, file=sys.stderr
-    ) as bar:
+    with (
+        open(loss_path, "a") as loss_file,
+        tqdm(total=cfg["steps"], initial=start, desc="train", unit="step", mininterval=5.0, file=sys.stderr) as bar,
+    ):
         for step in range(start + 1, cfg["steps"] + 1):
             lr = learning_rate(step, cfg["lr"], cfg["warmup"])
             for group in optimizer.param_groups:
@@ -181,7 +181,7 @@ def train(
             index, t, eps, drop = draw_batch(
                 gen, len(labels), cfg["batch_size"], schedule.T, data.image_shape, cfg["label_dropout"]
             )
-            index, t, eps, drop = (v.to(device, non_blocking=True) for v in (index, t, eps, drop))
+            index, t, eps, drop = (v.to(device) for v in (index, t, eps, drop))
             y = torch.where(drop, model.null_label, labels[index])
             x_t = q_sample(images[index], eps, sqrt_ab[t], sqrt_1m_ab[t])
             loss = torch.nn.functional.mse_loss(model(x_t, t, y), eps)
@@ -196,13 +196,21 @@ def train(
             checkpoint_now = step % cfg["checkpoint_every"] == 0 or step == cfg["steps"]
             if checkpoint_now or len(pending) >= _FLUSH_EVERY:
                 # Read losses back before saving, so a diverged model is never checkpointed.
-                _flush_losses(pending, loss_file, recent)
+                bad = _flush_losses(pending, loss_file, recent)
+                if bad is not None:
+                    kept = (
+                        f"the last good training state is step {saved} in {checkpoints}"
+                        if saved
+                        else "no training state was saved"
+                    )
+                    raise TrainingDiverged(
+                        f"non-finite loss {bad[1]} or gradient norm {bad[2]} at step {bad[0]}; {kept}"
+                    )
                 pending.clear()
                 bar.set_postfix(loss=f"{np.mean(recent):.4f}", refresh=False)
             if checkpoint_now:
-                save_training_state(
-                    checkpoints, step, model, ema, optimizer, _get_rng_state(gen, device), {"run": run}
-                )
+                save_training_state(checkpoints, step, model, ema, optimizer, _get_rng_state(gen, device), {"run": run})
+                saved = step
     elapsed = time.perf_counter() - began
 
     done = cfg["steps"] - start
@@ -282,16 +290,15 @@ def _truncate_losses(path: Path, step: int) -> list[float]:
     return [float(row.split("\t")[1]) for row in rows]
 
 
-def _flush_losses(pending: list, loss_file, recent: collections.deque) -> None:
-    """Append the pending rows to the loss file; raise TrainingDiverged at the first non-finite one."""
+def _flush_losses(pending: list, loss_file, recent: collections.deque):
+    """Append the pending rows to the loss file up to the first non-finite one; return that (step, loss, norm)."""
     values = torch.stack([torch.stack([loss, norm]) for _, _, loss, norm in pending]).cpu().tolist()
-    for (step, lr, _, _), (loss, norm) in zip(pending, values):
-        loss_file.write(f"{step}\t{loss!r}\t{lr!r}\n")
-        if not (math.isfinite(loss) and math.isfinite(norm)):
-            loss_file.flush()
-            raise TrainingDiverged(
-                f"non-finite loss {loss} or gradient norm {norm} at step {step}; "
-                "the last training checkpoint before it is kept"
-            )
-        recent.append(loss)
-    loss_file.flush()
+    try:
+        for (step, lr, _, _), (loss, norm) in zip(pending, values, strict=True):
+            loss_file.write(f"{step}\t{loss!r}\t{lr!r}\n")
+            if not (math.isfinite(loss) and math.isfinite(norm)):
+                return step, loss, norm
+            recent.append(loss)
+        return None
+    finally:
+        loss_file.flush()

@@ -1,0 +1,1 @@
+# Cluster execution: which rules run on the submitting host, and job grouping.
