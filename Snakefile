@@ -12,6 +12,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/gmm.smk"
 include: "workflow/rules/ddpm.smk"
 include: "workflow/rules/analysis.smk"
+include: "workflow/rules/extras.smk"
 include: "workflow/rules/cluster.smk"
 
 

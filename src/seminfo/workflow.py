@@ -50,8 +50,11 @@ def run(smk, stage, **kwargs):
     try:
         result = stage(**kwargs)
     except _expected_errors() as err:
+        # One line in the job's log and on Snakemake's console: the file and the problem, not a traceback.
         log.error("%s: %s", type(err).__name__, err)
-        sys.stderr.flush()
-        raise SystemExit(f"seminfo ({smk.rule}): {err}") from None
+        message = f"seminfo ({smk.rule}): {err}"
+        if log_path:
+            print(message, file=sys.__stderr__, flush=True)
+        raise SystemExit(message) from None
     log.info("done in %.1f s", time.perf_counter() - start)
     return result

@@ -1,0 +1,61 @@
+"""Check that two runs of the workflow produced the same summary datasets.
+
+    python .ci/slurm/compare.py <workdir A> <workdir B> <experiment>... [--atol 1e-6]
+
+Every experiment's results/<experiment>/summary.nc must have the same variables, coordinates, dimensions and
+global attributes in both runs, and every numeric value must agree within --atol (CPU thread counts may
+differ between the runs, so bitwise equality is not required).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+
+def differences(a: xr.Dataset, b: xr.Dataset, atol: float) -> list[str]:
+    out = []
+    if set(a.variables) != set(b.variables):
+        return [f"variables differ: {sorted(set(a.variables) ^ set(b.variables))}"]
+    if a.attrs != b.attrs:
+        keys = sorted(k for k in set(a.attrs) | set(b.attrs) if a.attrs.get(k) != b.attrs.get(k))
+        out.append(f"global attributes differ: {keys}")
+    for name in sorted(a.variables):
+        x, y = a[name], b[name]
+        if x.dims != y.dims or x.shape != y.shape:
+            out.append(f"{name}: dims {x.dims}{x.shape} vs {y.dims}{y.shape}")
+        elif x.dtype.kind in "fc":
+            if not np.array_equal(np.isnan(x.values), np.isnan(y.values)):
+                out.append(f"{name}: NaN at different places")
+                continue
+            err = float(np.nanmax(np.abs(x.values - y.values), initial=0.0))
+            if err > atol:
+                out.append(f"{name}: max abs difference {err:.3g} > {atol:g}")
+        elif not np.array_equal(x.values, y.values):
+            out.append(f"{name}: values differ")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("a", type=Path)
+    parser.add_argument("b", type=Path)
+    parser.add_argument("experiments", nargs="+")
+    parser.add_argument("--atol", type=float, default=1e-6)
+    args = parser.parse_args(argv)
+    failed = False
+    for name in args.experiments:
+        paths = [d / "results" / name / "summary.nc" for d in (args.a, args.b)]
+        with xr.open_dataset(paths[0], engine="netcdf4") as a, xr.open_dataset(paths[1], engine="netcdf4") as b:
+            diffs = differences(a, b, args.atol)
+            print(f"{name}: {len(a.data_vars)} variables, " + ("MISMATCH" if diffs else f"equal within {args.atol:g}"))
+        for line in diffs:
+            print(f"  {line}")
+        failed |= bool(diffs)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

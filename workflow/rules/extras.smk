@@ -1,0 +1,1 @@
+# Studies beyond the paper: I-MMSE cross-estimate, decision statistics, step convergence, speciation.
