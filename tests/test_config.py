@@ -96,3 +96,17 @@ def test_snakemake_rejects_bad_config_and_writes_nothing(tmp_path, cfg, key, rul
     assert proc.returncode != 0
     assert f"invalid configuration: {key}:" in proc.stderr and f"rule: {rule}" in proc.stderr, proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+def test_ddpm_partitions_are_checked_against_the_data_set_classes(schema):
+    ddpm = {"kind": "ddpm", "data": {"name": "cifar10", "root": "x", "classes": [3, 5]}, "model": {"preset": "digits"},
+            "schedule": {"name": "linear", "T": 100}, "train": {"steps": 1},
+            "sampling": {"steps": 5, "trajectories_per_class": 2}, "partitions": {"p": [["cat"], ["dog"]]}}
+    validate_config({"experiments": {"d": ddpm}}, schema)
+    ddpm["partitions"] = {"p": [["cat"], ["truck"]]}  # not in the selected subset
+    with pytest.raises(ConfigError, match=r"experiments\.d\.partitions\.p\[1\]: unknown class 'truck'"):
+        validate_config({"experiments": {"d": ddpm}}, schema)
+    ddpm["partitions"] = {}
+    ddpm["data"]["classes"] = [3, 10]
+    with pytest.raises(ConfigError, match=r"experiments\.d\.data\.classes: .*rule: class-range"):
+        validate_config({"experiments": {"d": ddpm}}, schema)

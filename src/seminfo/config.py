@@ -60,12 +60,22 @@ def _schema_errors(config: dict, schema: dict) -> None:
     raise ConfigError(f"{_key(error.absolute_path)}: {error.message} (rule: {error.validator}; value: {shown})")
 
 
+DATASET_CLASSES = {
+    "digits": [str(k) for k in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
 def class_names(spec: dict) -> list[str] | None:
-    """The class labels of an experiment when the config fixes them (gmm), else None."""
+    """The class labels of an experiment, in label order (a data subset is relabelled in its given order)."""
     if spec.get("kind") == "gmm":
         mix = spec["mixture"]
         return list(mix.get("class_names") or [str(k) for k in range(len(mix["weights"]))])
-    return None
+    names = DATASET_CLASSES.get(spec.get("data", {}).get("name"))
+    if names is None:
+        return None
+    subset = spec["data"].get("classes")
+    return [names[k] for k in subset if k < len(names)] if subset else names
 
 
 def class_index(ref, names: list[str], key: str) -> int:
@@ -82,12 +92,7 @@ def class_index(ref, names: list[str], key: str) -> int:
 def _check_partitions(spec: dict, names: list[str] | None, key: str) -> None:
     for pname, sides in (spec.get("partitions") or {}).items():
         pkey = f"{key}.partitions.{pname}"
-        if names is None:
-            if any(isinstance(r, str) for side in sides for r in side):
-                continue  # names are only known once the data set is loaded; checked then
-            resolved = [list(side) for side in sides]
-        else:
-            resolved = [[class_index(r, names, f"{pkey}[{s}]") for r in side] for s, side in enumerate(sides)]
+        resolved = [[class_index(r, names, f"{pkey}[{s}]") for r in side] for s, side in enumerate(sides)]
         overlap = set(resolved[0]) & set(resolved[1])
         if overlap:
             raise ConfigError(f"{pkey}: the two sides share classes {sorted(overlap)} (rule: disjoint-sides)")
@@ -128,8 +133,12 @@ def _check_ddpm(spec: dict, key: str) -> None:
     if data["name"] == "cifar10" and "root" not in data:
         raise ConfigError(f"{key}.data.root: required for cifar10 (the folder holding cifar-10-batches-py) "
                           "(rule: required)")
+    classes = data.get("classes") or []
+    if any(k >= len(DATASET_CLASSES[data["name"]]) for k in classes):
+        raise ConfigError(f"{key}.data.classes: {data['name']} has classes 0…{len(DATASET_CLASSES[data['name']]) - 1} "
+                          "(rule: class-range)")
     sampling = spec["sampling"]
-    if sampling["shards"] > sampling["trajectories_per_class"] * len(data.get("classes") or range(10)):
+    if sampling["shards"] > sampling["trajectories_per_class"] * len(classes or range(10)):
         raise ConfigError(f"{key}.sampling.shards: more shards than trajectories (rule: shards <= trajectories)")
 
 

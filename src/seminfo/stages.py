@@ -48,7 +48,7 @@ def resolve_partitions(spec: dict, names: list[str]) -> dict[str, tuple[list[int
     """Partition sides as class indices, in config order."""
     out = {}
     for pname, sides in (spec.get("partitions") or {}).items():
-        key = f"experiments.<>.partitions.{pname}"
+        key = f"partitions.{pname}"
         out[pname] = tuple([class_index(r, names, key) for r in side] for side in sides)
     return out
 
