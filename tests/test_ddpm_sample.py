@@ -101,3 +101,63 @@ def test_snapshots_run_from_noise_to_data():
     chain = reverse_chain(make_schedule("linear", 1000), 100, "small")
     idx = snapshot_indices(chain, 8)
     assert idx[0] == chain.steps and idx[-1] == 1 and np.all(np.diff(idx) < 0) and idx.size == 8
+
+
+def class_entropy(out, labels, K):
+    log_post = online_log_posterior(np.full((labels.size, K), -np.log(K)), out.increments)
+    h = entropy_bits(log_post)
+    return np.stack([h[labels == k].mean(0) for k in range(K)])
+
+
+@pytest.fixture(scope="module")
+def decisive_unet():
+    """The tiny UNet with its class embeddings scaled up, so that trajectories separate the classes."""
+    torch.manual_seed(0)
+    arch = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [], "mid_attention": False,
+            "attention_head_dim": None, "dropout": 0.0, "norm_num_groups": 4}
+    model = ClassConditionalUNet(arch, (1, 8, 8), 4).eval()
+    with torch.no_grad():
+        model.unet.class_embedding.weight.mul_(3.0)
+    return model
+
+
+def test_pruned_runs_do_not_depend_on_shards(decisive_unet):
+    chain = reverse_chain(make_schedule("linear", 1000), 30, "small")
+    labels = np.repeat(np.arange(4), 10)
+    idx = np.arange(labels.size) + 1000
+    opts = dict(prune_log_threshold=-6.0, progress=False)
+    stats = {}
+    whole = sample_trajectories(decisive_unet, chain, labels, idx, 3, 4, eval_batch=64, stats=stats, **opts)
+    assert stats["evaluations"] < 0.95 * stats["exact_evaluations"]  # pruning is active
+    split = [sample_trajectories(decisive_unet, chain, labels[s], idx[s], 3, 4, eval_batch=24, **opts)
+             for s in (slice(0, 7), slice(7, 40))]
+    prior = np.full((labels.size, 4), np.log(0.25))
+    p_whole = np.exp(online_log_posterior(prior, whole.increments))
+    p_split = np.exp(online_log_posterior(prior, np.concatenate([p.increments for p in split])))
+    assert np.abs(p_whole - p_split).max() < 1e-6
+    np.testing.assert_allclose(np.concatenate([p.final for p in split]), whole.final, atol=1e-5)
+
+
+def test_bf16_entropy_curves_stay_within_the_gate(decisive_unet):
+    """bf16 autocast moves eps by ~1 %; the per-class entropy curves must stay within 0.01 bit of fp32."""
+    chain = reverse_chain(make_schedule("linear", 1000), 30, "small")
+    labels = np.repeat(np.arange(4), 40)
+    idx = np.arange(labels.size)
+    fp32 = sample_trajectories(decisive_unet, chain, labels, idx, 0, 4, eval_batch=800, progress=False)
+    bf16 = sample_trajectories(decisive_unet, chain, labels, idx, 0, 4, eval_batch=800, progress=False,
+                               precision="bf16")
+    H32, H16 = class_entropy(fp32, labels, 4), class_entropy(bf16, labels, 4)
+    assert H32[:, 0].max() < 1.5  # the classes do separate (from 2 bits at t = T)
+    assert np.abs(H16 - H32).max() < 0.01
+    assert bf16.increments.dtype == np.float64
+
+
+def test_stats_count_network_evaluations(tiny_unet):
+    chain = reverse_chain(make_schedule("linear", 100), 6, "small")
+    stats = {}
+    sample_trajectories(tiny_unet, chain, [0, 1, 2], [0, 1, 2], 0, 4, eval_batch=5, progress=False, stats=stats)
+    # 5 Bayes steps x 3 trajectories x 4 classes, and the last (sigma = 0) step needs only the own class
+    assert stats["evaluations"] == stats["exact_evaluations"] == 5 * 3 * 4 + 3
+    assert 0 < stats["model_seconds"] <= stats["seconds"]
+    with pytest.raises(ValueError, match="precision"):
+        sample_trajectories(tiny_unet, chain, [0], [0], 0, 4, precision="fp16", progress=False)

@@ -20,11 +20,13 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmdbd >/dev/null || ! co
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge slurmdbd mariadb-server >/dev/null
 fi
 
+case $state in /tmp/?*) ;; *) echo "start.sh: SLURM_CI_STATE must be a folder under /tmp" >&2; exit 1 ;; esac
 rm -rf "$state"  # a fresh cluster every time: no job, node or log state carried over
 mkdir -p "$pids" "$state/ctld" "$state/slurmd"
 chown slurm:slurm "$state/ctld"
 mkdir -p /run/munge /var/log/munge /run/mysqld
 chown munge:munge /run/munge /var/log/munge
+[ -s /etc/munge/munge.key ] || { mungekey --create && chown munge:munge /etc/munge/munge.key; }
 chown mysql:mysql /run/mysqld
 
 wait_for() {  # wait_for <what> <seconds> <command...>
@@ -71,6 +73,7 @@ SchedulerType=sched/backfill
 AccountingStorageType=accounting_storage/slurmdbd
 AccountingStorageHost=localhost
 AccountingStorageTRES=gres/gpu
+AccountingStoreFlags=job_comment
 GresTypes=gpu
 ReturnToService=2
 MpiDefault=none
@@ -107,7 +110,8 @@ wait_for munged 10 bash -c 'munge -n | unmunge'
 
 launch mariadbd mariadbd --user=mysql --skip-networking
 wait_for mariadbd 30 mariadb-admin ping
-mariadb -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$db_pass';
+mariadb -e "DROP DATABASE IF EXISTS slurm_acct_db;
+            CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '$db_pass';
             GRANT ALL ON slurm_acct_db.* TO 'slurm'@'localhost'; FLUSH PRIVILEGES;"
 
 launch slurmdbd slurmdbd -D

@@ -170,7 +170,7 @@ def experiment_hash(spec: dict) -> str:
 
     Intermediate files carry it, so that a stage can refuse files made for another configuration.
     """
-    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots")}
+    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots", "immse", "convergence")}
     blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

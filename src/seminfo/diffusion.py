@@ -12,7 +12,16 @@ import numpy as np
 
 from .schedules import Schedule, respaced_times
 
-__all__ = ["ReverseChain", "reverse_chain", "ddpm_mean", "ddpm_mean_shift", "predict_x0"]
+__all__ = [
+    "ReverseChain",
+    "reverse_chain",
+    "ddpm_mean",
+    "ddpm_mean_shift",
+    "predict_x0",
+    "ddim_sigma",
+    "ddim_mean",
+    "ddim_chain",
+]
 
 
 @dataclass(frozen=True)
@@ -24,7 +33,7 @@ class ReverseChain:
     beta       (S,)    beta of step i (index i-1), from times[i] to times[i-1]
     beta_tilde (S,)    posterior variance of q(x_{t'} | x_t, x_0) for that step
     sigma      (S,)    the standard deviation the sampler uses (sqrt of beta_tilde or beta)
-    variance   'small' (beta_tilde) or 'large' (beta)
+    variance   'small' (beta_tilde) or 'large' (beta); 'ddim' for a chain from ``ddim_chain``
     """
 
     times: np.ndarray
@@ -82,3 +91,36 @@ def ddpm_mean(x_t, eps, alpha_bar_t, beta):
 def predict_x0(x_t, eps, alpha_bar_t):
     """x̂_0 = (x_t - sqrt(1 - alpha_bar_t) eps) / sqrt(alpha_bar_t)."""
     return (x_t - float(np.sqrt(1.0 - alpha_bar_t)) * eps) / float(np.sqrt(alpha_bar_t))
+
+
+def ddim_sigma(alpha_bar_t, alpha_bar_s, eta: float):
+    """Standard deviation of the DDIM step t -> s < t (Song et al. 2021, eq. 16).
+
+    ``sigma = eta * sqrt((1 - ab_s) / (1 - ab_t) * (1 - ab_t / ab_s))`` = eta * sqrt(beta_tilde): eta = 1 is
+    ancestral DDPM sampling with the small variance, eta = 0 the deterministic DDIM (no Bayes update possible).
+    """
+    ab_t = np.asarray(alpha_bar_t, dtype=np.float64)
+    ab_s = np.asarray(alpha_bar_s, dtype=np.float64)
+    return eta * np.sqrt((1.0 - ab_s) / (1.0 - ab_t) * (1.0 - ab_t / ab_s))
+
+
+def ddim_mean(x_t, eps, alpha_bar_t, alpha_bar_s, sigma):
+    """Mean of the DDIM step t -> s (Song et al. 2021, eq. 12): ``sqrt(ab_s) x̂_0 + sqrt(1 - ab_s - sigma^2) eps``.
+
+    With sigma = sqrt(beta_tilde) (eta = 1) this equals ``ddpm_mean``. The coefficients are scalars, ``x_t`` and
+    ``eps`` numpy arrays or torch tensors.
+    """
+    x0 = predict_x0(x_t, eps, alpha_bar_t)
+    return float(np.sqrt(alpha_bar_s)) * x0 + float(np.sqrt(max(1.0 - alpha_bar_s - sigma**2, 0.0))) * eps
+
+
+def ddim_chain(schedule: Schedule, steps: int, eta: float) -> ReverseChain:
+    """A respaced chain whose sampler is DDIM with ``0 < eta <= 1``: ``sigma = eta * sqrt(beta_tilde)``.
+
+    ``variance`` is 'ddim'. Its last step has sigma = 0 like the small variance, so ``posterior_start`` is 1.
+    """
+    if not 0.0 < eta <= 1.0:
+        raise ValueError(f"eta must lie in (0, 1] (eta = 0 is deterministic: no Bayes update), got {eta}")
+    base = reverse_chain(schedule, steps, "small")
+    sigma = ddim_sigma(base.alpha_bar[1:], base.alpha_bar[:-1], eta)
+    return ReverseChain(base.times, base.alpha_bar, base.beta, base.beta_tilde, sigma, "ddim")

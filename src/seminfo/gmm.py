@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .diffusion import ReverseChain, ddpm_mean
+from .diffusion import ReverseChain, ddim_chain, ddim_mean, ddpm_mean, reverse_chain
 from .posterior import entropy_bits, log_normal, normalize_log, partition_log_posterior
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "exact_eps",
     "exact_kernel",
     "ddpm_kernel",
+    "ddim_kernel",
+    "sampler_chain",
     "sample_paths",
     "posterior_start",
     "path_log_likelihoods",
@@ -98,6 +100,24 @@ def ddpm_kernel(mix: Mixture, x_t, ab_t: float, beta: float, sigma: float):
     return mean, np.full(mix.K, sigma**2)
 
 
+def ddim_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float, sigma: float):
+    """DDIM reverse kernel with the exact class-conditional eps and standard deviation ``sigma``: mean (..., K),
+    variance (K,). All classes share sigma, as in the DDPM kernel."""
+    eps = exact_eps(mix, x_t, ab_t)
+    mean = ddim_mean(np.asarray(x_t)[..., None], eps, ab_t, ab_s, sigma)
+    return mean, np.full(mix.K, sigma**2)
+
+
+def sampler_chain(schedule, sampling: dict) -> ReverseChain:
+    """The reverse chain a gmm ``sampling`` config samples with: DDIM (``kernel: ddim``, sigma from ``eta``,
+    default 1) or the respaced DDPM chain with the configured variance."""
+    if sampling.get("kernel") == "ddim":
+        return ddim_chain(schedule, sampling["steps"], sampling.get("eta", 1.0))
+    if "eta" in sampling:
+        raise ValueError(f"sampling.eta applies to kernel 'ddim' only, the kernel is {sampling.get('kernel')!r}")
+    return reverse_chain(schedule, sampling["steps"], sampling.get("variance", "small"))
+
+
 def _step_kernel(mix: Mixture, chain: ReverseChain, kernel: str, i: int, x_t):
     """Kernel of step i (from chain.times[i] to chain.times[i-1]) of the requested type."""
     ab_t, ab_s = chain.alpha_bar[i], chain.alpha_bar[i - 1]
@@ -105,7 +125,12 @@ def _step_kernel(mix: Mixture, chain: ReverseChain, kernel: str, i: int, x_t):
         return exact_kernel(mix, x_t, ab_t, ab_s)
     if kernel == "ddpm":
         return ddpm_kernel(mix, x_t, ab_t, chain.beta[i - 1], chain.sigma[i - 1])
-    raise ValueError(f"kernel must be 'exact' or 'ddpm', got {kernel!r}")
+    if kernel == "ddim":
+        if chain.variance != "ddim":
+            raise ValueError("kernel 'ddim' needs a chain from diffusion.ddim_chain (gmm.sampler_chain), got a "
+                             f"chain with variance {chain.variance!r}")
+        return ddim_kernel(mix, x_t, ab_t, ab_s, chain.sigma[i - 1])
+    raise ValueError(f"kernel must be 'exact', 'ddpm' or 'ddim', got {kernel!r}")
 
 
 def sample_paths(mix: Mixture, chain: ReverseChain, labels, kernel: str, init: str, rng: np.random.Generator):

@@ -14,7 +14,6 @@ import xarray as xr
 
 from . import gmm
 from .config import class_index, experiment_hash
-from .diffusion import reverse_chain
 from .io import InputError, open_checked, provenance, write_netcdf
 from .posterior import entropy_bits, online_log_posterior, partition_log_posterior
 from .schedules import make_schedule
@@ -113,7 +112,7 @@ def gmm_sample(spec: dict, experiment: str, output) -> None:
     """Draw the reverse trajectories of a Gaussian-mixture experiment (rule gmm_sample)."""
     mix = mixture_from_spec(spec)
     s = spec["sampling"]
-    chain = reverse_chain(schedule_from_spec(spec), s["steps"], s["variance"])
+    chain = gmm.sampler_chain(schedule_from_spec(spec), s)
     labels, members = class_layout(mix.K, s["trajectories_per_class"])
     rng = np.random.default_rng(s["seed"])
     log.info("sampling %d trajectories x %d steps (kernel %s, init %s)", labels.size, chain.steps, s["kernel"],
@@ -140,7 +139,7 @@ def gmm_posterior(spec: dict, experiment: str, paths, output) -> None:
     ds = open_checked(paths, config_hash, required=("x", "label", "log_posterior_init"))
     mix = mixture_from_spec(spec)
     s = spec["sampling"]
-    chain = reverse_chain(schedule_from_spec(spec), s["steps"], s["variance"])
+    chain = gmm.sampler_chain(schedule_from_spec(spec), s)
     start = gmm.posterior_start(chain, s["kernel"])
     x = ds["x"].values
     increments = gmm.path_log_likelihoods(mix, chain, x, s["kernel"], start)
@@ -184,6 +183,11 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
         exact = gmm_exact_curves(spec, traj["alpha_bar"].values, list(traj["class"].values.astype(str)))
     ds = build_summary(traj, spec["analysis"]["rate_smoothing"], exact)
     ds.attrs["seed"] = spec["sampling"]["seed"]
+    if spec["kind"] == "gmm":
+        from .speciation import mixture_variance, speciation_step
+
+        ds.attrs["speciation_time"] = speciation_step(schedule_from_spec(spec).alpha_bar,
+                                                      mixture_variance(mixture_from_spec(spec)))[1]
     if exact is not None:
         diff = np.abs(ds["entropy"] - ds["entropy_exact"])
         z = (diff / ds["entropy_sem"]).where(ds["entropy_sem"] > 1e-6)

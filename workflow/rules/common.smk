@@ -22,7 +22,7 @@ def spec(experiment):
 
 def core_spec(experiment):
     """What sampling depends on: changing analysis or plotting options must not resample."""
-    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots")}
+    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots", "immse", "convergence")}
 
 
 def train_spec(experiment):
@@ -32,7 +32,7 @@ def train_spec(experiment):
 
 def analysis_spec(experiment):
     """What the posterior and aggregation stages depend on (plotting options excluded)."""
-    return {k: v for k, v in spec(experiment).items() if k != "plots"}
+    return {k: v for k, v in spec(experiment).items() if k not in ("plots", "immse", "convergence")}
 
 
 def experiments_of(kind):
@@ -65,7 +65,7 @@ def all_targets():
         if name in digits_experiments():
             out.append(f"{RESULTS}/{name}/quality.json")
         out += figures(name)
-    return out
+    return out + extra_targets()
 
 
 def shard_files(experiment, stage):

@@ -1,1 +1,83 @@
-# Studies beyond the paper: I-MMSE cross-estimate, decision statistics, step convergence, speciation.
+# Studies beyond the paper: I-MMSE cross-estimate, decision statistics with the speciation time, and step
+# convergence. Each study is one job that writes its own file beside summary.nc (immse.nc, decisions.nc,
+# convergence.nc) and draws its figure from it (one job rather than two keeps the default run short); the optional
+# config sections `immse:` and `convergence:` and the analysis keys are documented in the schema.
+
+
+include: "extras_common.smk"
+
+
+rule immse:
+    input:
+        unpack(immse_inputs),
+    output:
+        data=f"{RESULTS}/{{experiment}}/immse.nc",
+        figure=report(
+            f"{RESULTS}/{{experiment}}/figures/immse.png",
+            category="{experiment}",
+            caption="../report/immse.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/immse.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/immse.tsv"
+    params:
+        spec=lambda w: core_spec(w.experiment),
+        options=lambda w: study_options(w.experiment, "immse"),
+        plots=lambda w: spec(w.experiment)["plots"],
+    threads: lambda w: workflow.cores if spec(w.experiment)["kind"] == "ddpm" else 1
+    resources:
+        gpu=lambda w: int(spec(w.experiment)["kind"] == "ddpm"),
+    wildcard_constraints:
+        experiment="|".join(immse_experiments()) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/immse.py"
+
+
+rule decisions:
+    input:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        source=decisions_source,
+    output:
+        data=f"{RESULTS}/{{experiment}}/decisions.nc",
+        figure=report(
+            f"{RESULTS}/{{experiment}}/figures/decisions.png",
+            category="{experiment}",
+            caption="../report/decisions.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/decisions.log",
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+        options=lambda w: decision_options(w.experiment),
+        plots=lambda w: spec(w.experiment)["plots"],
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/decisions.py"
+
+
+rule convergence:
+    output:
+        data=f"{RESULTS}/{{experiment}}/convergence.nc",
+        figure=report(
+            f"{RESULTS}/{{experiment}}/figures/convergence.png",
+            category="{experiment}",
+            caption="../report/convergence.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/convergence.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/convergence.tsv"
+    params:
+        spec=lambda w: core_spec(w.experiment),
+        options=lambda w: study_options(w.experiment, "convergence"),
+        plots=lambda w: spec(w.experiment)["plots"],
+    wildcard_constraints:
+        experiment="|".join(convergence_experiments()) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/convergence.py"

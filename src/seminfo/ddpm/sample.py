@@ -1,15 +1,50 @@
 """Ancestral sampling of a class-conditional DDPM with the online Bayes increments of every step.
 
-At every step the network is evaluated for all K classes (one batched call, chunked), the trajectory moves
-with its own class's kernel, and the class-dependent part of log N(x_t'; mu_c(x_t), sigma^2 I) is recorded
-for every class (``seminfo.posterior.shared_variance_increment``). Each trajectory draws its noise from its
-own generator seeded by (seed, global trajectory index), so its result does not depend on the shard or batch
-it runs in.
+One call advances all its trajectories together. Each step i = S … 1 (from ``times[i]`` to ``times[i-1]``):
+
+1. Evaluate eps for the planned (trajectory, class) pairs, in chunks of ``eval_batch`` images: all K
+   classes of every trajectory, or, with pruning, those not yet decided against. This is the only work
+   that grows with K, and the step where the time goes.
+2. Bayes increment of every evaluated class: with the step actually taken, x_t' = mu_own + sigma z,
+   delta_c = mu_own - mu_c = (k / sqrt(alpha)) (eps_c - eps_own), and the class-dependent part of
+   log N(x_t'; mu_c, sigma^2 I) (``seminfo.posterior.shared_variance_increment``), in float64. The step to
+   t = 0 with sigma = 0 is not a Bayes step and needs only the trajectory's own class.
+3. Move: x <- mu_own + sigma z, the state in float64 (the network sees float32).
+
+Noise is counter-based (``seminfo.ddpm.noise``): trajectory n's draw at step i is a function of
+(seed, global index n, i) alone, so a trajectory's result does not depend on the shard or batch it runs in
+(bitwise where the chunks have the same shapes). Nothing is read back to the host inside the loop, except
+the pair count when a pruning plan is rebuilt.
+
+Pruning of decided classes (``prune_log_threshold`` = theta < 0, off by default = exact). After each
+Bayes update, a class c whose log posterior odds against the trajectory's own class k fall below theta,
+log P(c | x_t) - log P(k | x_t) < theta, is dropped: from the next step on it is no longer evaluated and
+its increments are -inf, i.e. P(c | x) = 0 afterwards. (Since log P(k | x) <= 0 this implies
+log P(c | x_t) < theta.) What the pruned run reports is then exactly the full posterior conditioned on the
+class not being one of the dropped ones, Q_t(j) = P_t(j) / (1 - eps_t) for the kept classes j, where
+eps_t = sum over dropped c of P_t(c) is the mass the *exact* posterior would still give them; so the
+total-variation distance is ||Q_t - P_t||_TV = eps_t and no P_t(j) moves by more than eps_t. Bound on eps_t:
+the trajectory is drawn from class k's kernel, under which each likelihood ratio N(x'; mu_c, s^2) /
+N(x'; mu_k, s^2) has mean 1, so the exact odds O_t(c:k) = P_t(c) / P_t(k) are a non-negative martingale
+along the trajectory. Hence, for every later time t, E[P_t(c)] <= E[O_t(c:k)] = O_{t_c}(c:k) < e^theta
+(t_c the step at which c was dropped; optional stopping), and with at most K - 1 classes dropped
+
+    E[eps_t] <= (K - 1) e^theta,   and   Pr(sup_t eps_t >= a) <= (K - 1) e^theta / a   (Ville).
+
+The entropy: H(P) = h(eps) + eps H(P restricted to dropped) + (1 - eps) H(Q), so
+|H(P_t) - H(Q_t)| <= g(eps_t) with g(e) = h(e) + e log2(K - 1) and h the binary entropy in bits. g is
+concave and increasing on [0, 1/2], so for the per-class entropy profile (a mean over trajectories)
+|E H(Q_t) - E H(P_t)| <= g((K - 1) e^theta) whenever (K - 1) e^theta <= 1/2. ``pruning_error_bound``
+returns both bounds; e.g. K = 10, theta = -12: 5.5e-5 in P and 1.0e-3 bit in entropy. The own class is
+never dropped (it moves the trajectory), and pruned runs do not change the trajectories themselves.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,20 +53,43 @@ from tqdm.auto import tqdm
 
 from ..diffusion import ReverseChain, ddpm_mean_shift
 from ..posterior import shared_variance_increment
+from .noise import check_indices, normal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrajectoryBatch", "trajectory_seed", "snapshot_indices", "sample_trajectories"]
+__all__ = ["TrajectoryBatch", "PRECISIONS", "snapshot_indices", "pruning_error_bound", "sample_trajectories"]
 
-
-def trajectory_seed(seed: int, index: int) -> int:
-    """A 63-bit seed for trajectory ``index`` of a run with ``seed`` (independent streams via SeedSequence)."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+PRECISIONS = ("fp32", "bf16")
+# Steps between rebuilds of the pruning plan. Rebuilding reads the pair count back to the host, free on a
+# CPU; on a GPU it would stall the queue every step. Classes are dropped at the same steps either way;
+# between rebuilds a dropped class is still evaluated (its result unused), so only the saving is delayed.
+_REPLAN_EVERY = {"cpu": 1}
+_REPLAN_EVERY_DEFAULT = 8
+# Chunks are padded up to one of a few sizes, so that pruning (a different pair count at every step) gives a
+# handful of input shapes, each prepared once by the conv backend (eager) or compiled once (compile):
+# eager, multiples of eval_batch / 8; compiled, eval_batch / 8, / 4, / 2 and eval_batch itself.
+_EAGER_BUCKETS = 8
+_COMPILED_BUCKETS = 4
+_CHANNELS_LAST = True
 
 
 def snapshot_indices(chain: ReverseChain, count: int) -> np.ndarray:
     """Grid indices (descending, from T towards 0) at which predicted x_0 snapshots are taken."""
     return np.unique(np.round(np.linspace(chain.steps, 1, count)).astype(np.int64))[::-1]
+
+
+def pruning_error_bound(log_threshold: float, num_classes: int) -> tuple[float, float]:
+    """Bounds on the error that pruning at ``log_threshold`` introduces (see the module docstring).
+
+    Returns ``(p_bound, entropy_bound_bits)``: the expected total-variation distance between the pruned and
+    the exact posterior at any time on a trajectory, (K - 1) e^theta, and the bound on the error of a
+    per-class mean entropy profile, h(p) + p log2(K - 1) (valid for p <= 1/2, else log2 K is returned).
+    """
+    p = (num_classes - 1) * math.exp(log_threshold)
+    if p > 0.5:
+        return min(p, 1.0), math.log2(num_classes)
+    h = -p * math.log2(p) - (1.0 - p) * math.log2(1.0 - p) if p > 0 else 0.0
+    return p, h + p * math.log2(max(num_classes - 1, 1))
 
 
 @dataclass
@@ -44,68 +102,201 @@ class TrajectoryBatch:
     snapshot_times: np.ndarray  # (n_snapshots,) int
 
 
-def _eps_all_classes(model, x, t: int, K: int, chunk: int):
-    """eps_c(x) for every class: (B, K, C, H, W) float32, evaluated in chunks of ``chunk`` images."""
-    B = x.shape[0]
-    xs = x.repeat_interleave(K, dim=0)
-    labels = torch.arange(K, device=x.device).repeat(B)
-    ts = torch.full((B * K,), t, device=x.device, dtype=torch.long)
-    out = torch.cat([model(xs[i:i + chunk], ts[i:i + chunk], labels[i:i + chunk])
-                     for i in range(0, B * K, chunk)])
-    return out.view(B, K, *x.shape[1:])
+class _ClassEps:
+    """eps_theta(x[rows], t, classes) for a list of (trajectory, class) pairs, in padded chunks.
+
+    Applies the precision (bf16 autocast around the network only) and torch.compile; times the network
+    calls when asked (CUDA events on a GPU, read once at the end, so timing adds no host sync).
+    """
+
+    def __init__(self, model, image_shape, eval_batch: int, max_pairs: int, precision: str, compile: bool, device,
+                 timed: bool):
+        self.model, self.shape, self.device = model, tuple(image_shape), device
+        self.batch = max(1, min(int(eval_batch), max_pairs))  # no chunk larger than the whole step
+        self.net = torch.compile(model, dynamic=False) if compile else model
+        self.compiled = compile
+        if compile:
+            sizes = {max(1, -(-self.batch // 2**k)) for k in range(_COMPILED_BUCKETS)}
+        else:
+            granule = max(1, -(-self.batch // _EAGER_BUCKETS))
+            sizes = {min(self.batch, granule * k) for k in range(1, _EAGER_BUCKETS + 1)}
+        self.sizes, self.used = sorted(sizes), set()
+        self.autocast = precision == "bf16"
+        # Convolutions run faster on channels-last (NHWC) tensors with oneDNN and cuDNN; the conversion
+        # changes the weights' strides in place, not their values.
+        self.channels_last = _CHANNELS_LAST and any(p.dim() == 4 for p in model.parameters())
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.timed, self.model_seconds, self._events = timed, 0.0, []
+        self.evaluations = self.padded = 0
+
+    def __call__(self, x32: torch.Tensor, t: int, rows: torch.Tensor, classes: torch.Tensor,
+                 once: bool = False) -> torch.Tensor:
+        """x32 (N, D) float32 states; rows, classes (M,) pairs → eps (M, D) float32.
+
+        ``once``: a shape needed for this call only (the last step) reuses a compiled size rather than
+        compiling a new one.
+        """
+        M, D = rows.numel(), x32.shape[1]
+        out = torch.empty((M, D), dtype=torch.float32, device=self.device)
+        for lo in range(0, M, self.batch):
+            hi = min(lo + self.batch, M)
+            n = hi - lo
+            size = next(b for b in self.sizes if b >= n)
+            if once and self.compiled and size not in self.used:
+                size = min((b for b in self.used if b >= n), default=size)
+            self.used.add(size)
+            xin = x32.new_zeros((size, D))
+            xin[:n] = x32.index_select(0, rows[lo:hi])
+            labels = classes.new_zeros(size)
+            labels[:n] = classes[lo:hi]
+            xin = xin.view(size, *self.shape)
+            if self.channels_last:
+                xin = xin.contiguous(memory_format=torch.channels_last)
+            ts = torch.full((size,), t, dtype=torch.long, device=self.device)
+            out[lo:hi] = self._forward(xin, ts, labels)[:n].reshape(n, D).float()
+            self.evaluations += n
+            self.padded += size - n
+        return out
+
+    def _forward(self, x, ts, labels):
+        cast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
+        if not self.timed:
+            with cast:
+                return self._net(x, ts, labels)
+        if self.device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            with cast:
+                y = self._net(x, ts, labels)
+            end.record()
+            self._events.append((start, end))
+            return y
+        began = time.perf_counter()
+        with cast:
+            y = self._net(x, ts, labels)
+        self.model_seconds += time.perf_counter() - began
+        return y
+
+    def _net(self, x, ts, labels):
+        if self.compiled and self.net is not self.model:
+            try:
+                return self.net(x, ts, labels)
+            except Exception as err:  # noqa: BLE001 - a compiler that fails here must not stop the run
+                log.warning("torch.compile failed (%s: %s); continuing eager", type(err).__name__, err)
+                self.net = self.model
+        return self.net(x, ts, labels)
+
+    def total_model_seconds(self) -> float:
+        if self._events:
+            torch.cuda.synchronize(self.device)
+            self.model_seconds += sum(s.elapsed_time(e) for s, e in self._events) / 1e3
+            self._events.clear()
+        return self.model_seconds
+
+
+def _plan(flat: torch.Tensor, own_flat: torch.Tensor, K: int):
+    """Pairs to evaluate from their flat indices n * K + c (ascending, so trajectory-major).
+
+    Returns rows, classes, flat and where each trajectory's own pair sits in the list.
+    """
+    position = torch.full((own_flat.numel() * K,), -1, dtype=torch.long, device=flat.device)
+    position[flat] = torch.arange(flat.numel(), device=flat.device)
+    return flat // K, flat % K, flat, position[own_flat]
 
 
 @torch.no_grad()
 def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, num_classes: int,
                         eval_batch: int = 1024, examples=None, n_snapshots: int = 8, device="cpu",
-                        progress: bool = True) -> TrajectoryBatch:
+                        progress: bool = True, *, prune_log_threshold: float | None = None,
+                        precision: str = "fp32", compile: bool = False, log_prior=None,
+                        stats: dict | None = None) -> TrajectoryBatch:
     """Sample trajectories of the given classes and record the per-step log-likelihood increments.
 
-    labels    (N,) class of each trajectory
-    indices   (N,) global trajectory indices (seed the per-trajectory noise)
-    examples  boolean mask (N,) of trajectories whose predicted x_0 is snapshotted for figures
+    labels               (N,) class of each trajectory
+    indices              (N,) global trajectory indices (key the per-trajectory noise)
+    examples             boolean mask (N,) of trajectories whose predicted x_0 is snapshotted for figures
+    eval_batch           network evaluations (trajectory x class pairs) per forward call
+    prune_log_threshold  None = exact; theta < 0: drop a class once its log posterior odds against the
+                         trajectory's own class fall below theta (error bounds: module docstring)
+    precision            'fp32', or 'bf16' autocast around the network (increments stay float64)
+    compile              torch.compile the network (static shapes: chunks padded to eval_batch / 8, / 4, / 2
+                         or eval_batch, so at most four compilations)
+    log_prior            (K,) log class prior used for the pruning odds; None = uniform
+    stats                if a dict, filled with evaluations performed, padding, seconds and model_seconds
     The posterior grid starts at ``chain.posterior_start`` (the deterministic last step is not a Bayes step).
+    Pruned classes get increment -inf from the step after they are dropped.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if prune_log_threshold is not None and not prune_log_threshold < 0:
+        raise ValueError(f"prune_log_threshold must be negative (or None for exact), got {prune_log_threshold}")
+    began = time.perf_counter()
+    dev = torch.device(device)
     labels = np.asarray(labels)
-    indices = np.asarray(indices)
-    examples = np.zeros(labels.size, bool) if examples is None else np.asarray(examples, bool)
-    K, S, start = num_classes, chain.steps, chain.posterior_start
+    N, K, S, start = labels.size, num_classes, chain.steps, chain.posterior_start
+    examples = np.zeros(N, bool) if examples is None else np.asarray(examples, bool)
     shape = tuple(model.image_shape)
     D = int(np.prod(shape))
-    per_batch = max(1, eval_batch // K)
     snaps = snapshot_indices(chain, n_snapshots)
-    increments = np.empty((labels.size, S - start, K), dtype=np.float64)
-    final = np.empty((labels.size,) + shape, dtype=np.float32)
-    snapshots = np.empty((int(examples.sum()), snaps.size) + shape, dtype=np.float32)
-    example_rows = np.cumsum(examples) - 1
-    bar = tqdm(total=labels.size * S, unit="step", desc="sampling", disable=not progress, mininterval=5)
-    for lo in range(0, labels.size, per_batch):
-        hi = min(lo + per_batch, labels.size)
-        gens = [torch.Generator().manual_seed(trajectory_seed(seed, int(i))) for i in indices[lo:hi]]
-        noise = lambda: torch.stack([torch.randn(D, generator=g, dtype=torch.float64) for g in gens])  # noqa: E731
-        own = torch.as_tensor(labels[lo:hi], device=device)
-        rows = torch.arange(hi - lo, device=device)
-        x = noise().to(device)  # x_T ~ N(0, I), float64 state; the network sees float32
-        for i in range(S, 0, -1):
-            ab_t, beta, sigma = chain.alpha_bar[i], chain.beta[i - 1], chain.sigma[i - 1]
-            eps = _eps_all_classes(model, x.view(-1, *shape).float(), int(chain.times[i]), K, eval_batch)
-            eps = eps.reshape(hi - lo, K, D).double()
-            eps_own = eps[rows, own]
-            shift = float(ddpm_mean_shift(ab_t, beta))
-            mean_own = (x - shift * eps_own) / float(np.sqrt(1.0 - beta))
-            z = noise().to(device)
-            if i > start:
-                # delta_c = mu_own - mu_c = shift / sqrt(alpha) (eps_c - eps_own)
-                delta = (shift / float(np.sqrt(1.0 - beta))) * (eps - eps_own[:, None])
-                increments[lo:hi, i - 1 - start] = shared_variance_increment(delta, z, sigma).cpu().numpy()
-            if i in snaps and examples[lo:hi].any():
-                sel = np.flatnonzero(examples[lo:hi])
-                x0 = (x[sel] - float(np.sqrt(1.0 - ab_t)) * eps_own[sel]) / float(np.sqrt(ab_t))
-                snapshots[example_rows[lo + sel], int(np.flatnonzero(snaps == i)[0])] = (
-                    x0.view(-1, *shape).float().cpu().numpy()
-                )
-            x = mean_own + sigma * z
-            bar.update(hi - lo)
-        final[lo:hi] = x.view(-1, *shape).float().cpu().numpy()
+    eps_fn = _ClassEps(model, shape, eval_batch, N * K, precision, compile, dev, timed=stats is not None)
+    replan_every = _REPLAN_EVERY.get(dev.type, _REPLAN_EVERY_DEFAULT)
+
+    indices = check_indices(indices).to(dev)
+    own = torch.as_tensor(labels, dtype=torch.long, device=dev)
+    arange = torch.arange(N, device=dev)
+    example_rows = torch.as_tensor(np.flatnonzero(examples), dtype=torch.long, device=dev)
+    increments = torch.empty((N, S - start, K), dtype=torch.float64, device=dev)
+    snapshots = torch.empty((example_rows.numel(), snaps.size, D), dtype=torch.float32, device=dev)
+    pruning = prune_log_threshold is not None
+    if pruning:
+        lp = torch.zeros(K, dtype=torch.float64) if log_prior is None else torch.as_tensor(log_prior).double()
+        log_odds = (lp[None, :] - lp[labels][:, None]).to(dev)  # log P(c|x) - log P(own|x), from the prior
+        active = torch.ones((N, K), dtype=torch.bool, device=dev)
+    own_flat = arange * K + own
+    rows, classes, flat, own_pos = _plan(torch.arange(N * K, device=dev), own_flat, K)
+    bar = tqdm(total=N * S, unit="step", desc="sampling", disable=not progress, mininterval=5)
+
+    x = normal(seed, indices, 0, D, device=dev)  # x_T ~ N(0, I), float64 state
+    for i in range(S, 0, -1):
+        ab_t, beta, sigma = float(chain.alpha_bar[i]), float(chain.beta[i - 1]), float(chain.sigma[i - 1])
+        bayes = i > start
+        if not bayes:
+            rows, classes, flat, own_pos = _plan(own_flat, own_flat, K)
+        elif pruning and (S - i) % replan_every == 0:
+            # the one host sync of a step (the pair count), and only when replanning
+            rows, classes, flat, own_pos = _plan(active.reshape(-1).nonzero().squeeze(1), own_flat, K)
+        # 1. eps of the planned pairs; the own class's is the one that moves the trajectory.
+        eps = eps_fn(x.float(), int(chain.times[i]), rows, classes, once=not bayes)
+        eps_own = eps.index_select(0, own_pos).double()
+        shift = float(ddpm_mean_shift(ab_t, beta))
+        z = normal(seed, indices, i, D, device=dev) if sigma > 0 else None
+        if bayes:
+            # 2. delta_c = mu_own - mu_c = shift / sqrt(alpha) (eps_c - eps_own), exact in float64.
+            delta = (shift / math.sqrt(1.0 - beta)) * (eps.double() - eps_own.index_select(0, rows))
+            pair_inc = shared_variance_increment(delta[:, None, :], z.index_select(0, rows), sigma)[:, 0]
+            inc = torch.full((N * K,), -math.inf, dtype=torch.float64, device=dev)
+            inc[flat] = pair_inc
+            inc = inc.view(N, K)
+            if pruning:
+                inc = inc.masked_fill(~active, -math.inf)
+                log_odds += inc
+                active &= log_odds >= prune_log_threshold
+            increments[:, i - 1 - start] = inc
+        if i in snaps and example_rows.numel():
+            x0 = (x[example_rows] - math.sqrt(1.0 - ab_t) * eps_own[example_rows]) / math.sqrt(ab_t)
+            snapshots[:, int(np.flatnonzero(snaps == i)[0])] = x0.float()
+        # 3. the step with the trajectory's own kernel.
+        x = (x - shift * eps_own) / math.sqrt(1.0 - beta)
+        if z is not None:
+            x = x + sigma * z
+        bar.update(N)
     bar.close()
-    return TrajectoryBatch(increments, final, snapshots, chain.times[snaps])
+    out = TrajectoryBatch(increments.cpu().numpy(), x.view(N, *shape).float().cpu().numpy(),
+                          snapshots.view(example_rows.numel(), snaps.size, *shape).cpu().numpy(), chain.times[snaps])
+    if stats is not None:
+        exact = N * K * (S - start) + N * start
+        stats.update(evaluations=eps_fn.evaluations, padded=eps_fn.padded, exact_evaluations=exact,
+                     model_seconds=eps_fn.total_model_seconds(), seconds=time.perf_counter() - began,
+                     compiled=eps_fn.net is not model, trajectories=N, steps=S, classes=K)
+    return out

@@ -77,9 +77,14 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     idx = shard_indices(labels.size, s["shards"], shard)
     log.info("shard %d/%d: %d trajectories x %d steps x %d classes on %s", shard, s["shards"], idx.size,
              chain.steps, K, dev)
+    stats = {}
     out = sample_trajectories(model, chain, labels[idx], idx, s["seed"], K, eval_batch=s["batch_size"],
                               examples=members[idx] < s["examples_per_class"], n_snapshots=s["snapshots"],
-                              device=dev)
+                              device=dev, prune_log_threshold=s.get("prune_log_threshold"),
+                              precision=s.get("precision", "fp32"), compile=s.get("compile", False), stats=stats)
+    log.info("%d network evaluations (%.1f %% of exact) in %.1f s, %.0f %% of it in the network",
+             stats["evaluations"], 100 * stats["evaluations"] / stats["exact_evaluations"], stats["seconds"],
+             100 * stats["model_seconds"] / stats["seconds"])
     start = chain.posterior_start
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": spec["schedule"]["T"], "seed": s["seed"], "shard": shard, "shards": s["shards"],

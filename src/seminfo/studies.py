@@ -1,0 +1,395 @@
+"""Stage functions of the studies beyond the paper (workflow/rules/extras.smk): paths in, files out.
+
+- ``immse``: I(c; x_t) from forward-noised data by the I-MMSE identity (``seminfo.immse``), on the experiment's
+  time grid, beside the trajectory estimate of summary.nc → immse.nc
+- ``decisions``: per-trajectory decision times, per-class medians and entropy-rate peaks with bootstrap
+  intervals (``seminfo.decisions``), and the speciation time (``seminfo.speciation``) → decisions.nc
+- ``convergence``: Gaussian mixtures only, the online posterior of several samplers at several step counts
+  against the exact curves (``seminfo.convergence``) → convergence.nc
+Each stage also draws its figure (``figure``: the png path) from the dataset it has just written.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import xarray as xr
+
+from . import convergence as conv
+from . import decisions as dec
+from . import gmm, immse, plotting, speciation
+from .config import experiment_hash
+from .io import InputError, open_checked, provenance, write_netcdf
+from .posterior import LOG2, entropy_bits, online_log_posterior
+from .stages import class_layout, mixture_from_spec, schedule_from_spec
+from .summary import entropy_rate
+
+log = logging.getLogger(__name__)
+
+__all__ = ["section_options", "immse_stage", "decisions_stage", "convergence_stage", "replay_gmm_posterior"]
+
+AGREEMENT_BITS = 0.1  # the issue's tolerance between the I-MMSE and the trajectory estimate on learned models
+
+
+def section_options(section: dict | None, schema: dict, definition: str) -> dict:
+    """An optional config section with the defaults of its schema definition filled in.
+
+    Optional sections have no default of their own (adding one would change every experiment's config and
+    hash); the validator fills their keys' defaults only when the section is present, so absent sections
+    get them here, from the same schema.
+    """
+    props = schema["$defs"][definition]["properties"]
+    return {k: v["default"] for k, v in props.items() if "default" in v} | dict(section or {})
+
+
+def _var(dims, data, long_name, units):
+    return dims, np.asarray(data), {"long_name": long_name, "units": units}
+
+
+def _time_coords(summary: xr.Dataset) -> dict:
+    return {name: summary[name] for name in ("time", "t", "alpha_bar", "log_snr")}
+
+
+def _agreement_time(times, diff, tol: float) -> float:
+    """Smallest grid time above which |diff| <= tol at every grid time (NaN if not even at the last point)."""
+    ok = np.abs(diff) <= tol
+    if not ok[-1]:
+        return float("nan")
+    bad = np.flatnonzero(~ok)
+    return float(times[bad[-1] + 1] if bad.size else times[0])
+
+
+# --- I-MMSE ---------------------------------------------------------------------------------------------
+
+
+def _network_eps_fn(model, batch: int, device):
+    import torch
+
+    @torch.inference_mode()
+    def eps_fn(x, t, y):
+        out = [model(x[i:i + batch].to(device), t[i:i + batch].to(device), y[i:i + batch].to(device)).cpu()
+               for i in range(0, x.shape[0], batch)]
+        return torch.cat(out)
+
+    return eps_fn
+
+
+def immse_stage(spec: dict, experiment: str, summary, output, options: dict, model_path=None, figure=None,
+                dpi: int = 150) -> None:
+    """I(c; x_t) by the I-MMSE identity on the experiment's time grid, with its discrepancy to summary.nc."""
+    s = open_checked(summary, experiment_hash(spec), required=("mutual_information", "prior", "log_snr"))
+    prior = s["prior"].values
+    K = prior.size
+    per_class = max(2, -(-int(options["samples"]) // K))
+    schedule = schedule_from_spec(spec)
+    if spec["kind"] == "gmm":
+        mix = mixture_from_spec(spec)
+        u = immse.log_snr_grid(schedule.alpha_bar, options["points"])
+        log.info("gmm: exact denoisers, %d log-SNR points x %d samples per class", u.size, per_class)
+        g, g_se = immse.gmm_integrand(mix, u, per_class, options["seed"])
+        point_steps = np.full(u.size, -1)
+    else:
+        from .ddpm.checkpoint import load_model
+        from .ddpm.data import load_images
+        from .ddpm.stages import check_model_matches, device
+
+        dev = device()
+        model, record = load_model(model_path, expect_num_classes=K, map_location=dev)
+        check_model_matches(spec, record, model_path)
+        data = load_images(spec["data"])
+        point_steps = immse.step_grid(schedule.alpha_bar, options["points"])
+        u = np.log(immse.snr(schedule.alpha_bar[point_steps]))
+        log.info("ddpm: network denoisers on %s, %d steps x %d samples per class (2 evaluations each)", dev,
+                 point_steps.size, per_class)
+        eps_fn = _network_eps_fn(model, spec["sampling"]["batch_size"], dev)
+        g, g_se = immse.network_integrand(eps_fn, data.images, data.labels, schedule.alpha_bar, point_steps,
+                                          per_class, K, options["seed"], prior=prior)
+    info_grid, info_grid_se = immse.integrate(u, g, g_se)
+    mi, mi_se = immse.information_at(u, g, g_se, s["log_snr"].values)
+    traj = s["mutual_information"].values
+    diff = mi - traj
+    worst = int(np.abs(diff).argmax())
+    times = s["time"].values
+    attrs = provenance(experiment, spec, experiment_hash(spec)) | {
+        "T": int(s.attrs.get("T", spec["schedule"]["T"])),
+        "estimator": "I-MMSE: dI/dgamma = 1/2 E||x0_hat(x, c) - x0_hat(x)||^2, integrated in log SNR from gamma = 0",
+        "denoisers": "exact (Gaussian mixture)" if spec["kind"] == "gmm" else "network: class label vs null label",
+        "samples_per_class": per_class,
+        "points": int(u.size),
+        "seed": int(options["seed"]),
+        "discrepancy_max_abs_bits": float(np.abs(diff).max()),
+        "discrepancy_argmax_time": int(times[worst]),
+        "discrepancy_mean_abs_bits": float(np.abs(diff).mean()),
+        "agreement_tolerance_bits": AGREEMENT_BITS,
+        "agreement_from_time": _agreement_time(times, diff, AGREEMENT_BITS),
+        "immse_max_se_bits": float(mi_se.max()),
+    }
+    log.info("max |I_immse - I_traj| = %.3g bit at t = %d; |diff| <= %.2g bit for t >= %s", attrs[
+        "discrepancy_max_abs_bits"], attrs["discrepancy_argmax_time"], AGREEMENT_BITS, attrs["agreement_from_time"])
+    if "entropy_marginal_exact" in s:
+        exact = s.attrs["prior_entropy_bits"] - s["entropy_marginal_exact"].values
+        attrs["immse_max_abs_error_vs_exact_bits"] = float(np.abs(mi - exact).max())
+        attrs["trajectory_max_abs_error_vs_exact_bits"] = float(np.abs(traj - exact).max())
+        log.info("vs exact: I-MMSE %.3g bit, trajectories %.3g bit", attrs["immse_max_abs_error_vs_exact_bits"],
+                 attrs["trajectory_max_abs_error_vs_exact_bits"])
+    ds = xr.Dataset(
+        {
+            "mutual_information_immse": _var("time", mi, "mutual information I(c; x_t), I-MMSE estimate", "bit"),
+            "mutual_information_immse_se": _var("time", mi_se, "Monte Carlo standard error of the I-MMSE estimate",
+                                                "bit"),
+            "mutual_information_difference": _var("time", diff, "I-MMSE minus trajectory estimate of I(c; x_t)",
+                                                  "bit"),
+            "information_rate_immse": _var("point", g / LOG2, "I-MMSE integrand dI/dlog SNR",
+                                           "bit per unit log SNR"),
+            "information_rate_immse_se": _var("point", g_se / LOG2, "standard error of the I-MMSE integrand",
+                                              "bit per unit log SNR"),
+            "mutual_information_immse_grid": _var("point", info_grid / LOG2,
+                                                  "I-MMSE estimate of I(c; x_gamma) on the log-SNR grid", "bit"),
+            "mutual_information_immse_grid_se": _var("point", info_grid_se / LOG2,
+                                                     "standard error of the I-MMSE estimate on the grid", "bit"),
+        },
+        coords=_time_coords(s) | {
+            "point_log_snr": ("point", u, {"long_name": "log signal-to-noise ratio of the I-MMSE grid", "units": "1"}),
+            "point_step": ("point", point_steps, {"long_name": "DDPM step of the grid point (-1: not a step)",
+                                                  "units": "1"}),
+        },
+        attrs=attrs,
+    )
+    write_netcdf(ds, output)
+    log.info("wrote %s", output)
+    if figure is not None:
+        plotting.save_figure(plotting.plot_immse(s, ds), figure, dpi=dpi)
+
+
+# --- decisions ------------------------------------------------------------------------------------------
+
+
+def replay_gmm_posterior(spec: dict, stored: xr.Dataset, threshold: float, chunk: int = 1000):
+    """Decision times of a Gaussian-mixture experiment, from its trajectories regenerated from the config.
+
+    posterior.nc keeps only the entropy and P(generating class | x_t) of each trajectory, which do not give the
+    posterior of the final MAP class when it is not the generating class (K > 2). The trajectories are a
+    deterministic function of the config (seeded generator, same functions as rules gmm_sample and
+    gmm_posterior), so they are regenerated and their posterior recomputed in chunks; the recomputed
+    entropies must match the stored ones. Returns decision time (N,) and final MAP class (N,).
+    """
+    mix = mixture_from_spec(spec)
+    s = spec["sampling"]
+    chain = gmm.sampler_chain(schedule_from_spec(spec), s)
+    labels, _ = class_layout(mix.K, s["trajectories_per_class"])
+    start = gmm.posterior_start(chain, s["kernel"])
+    times = stored["time"].values
+    if not (np.array_equal(chain.times[start:], times) and np.array_equal(labels, stored["label"].values)):
+        raise InputError("posterior.nc: its time grid or trajectory layout differs from the config's")
+    x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], np.random.default_rng(s["seed"]))
+    stored_h = stored["entropy"].values
+    dt, final = np.empty(labels.size), np.empty(labels.size, dtype=np.int64)
+    worst = 0.0
+    for lo in range(0, labels.size, chunk):
+        sl = slice(lo, lo + chunk)
+        log_post = online_log_posterior(log_init[sl], gmm.path_log_likelihoods(mix, chain, x[sl], s["kernel"], start))
+        worst = max(worst, float(np.abs(entropy_bits(log_post) - stored_h[sl]).max()))
+        dt[sl], final[sl] = dec.decision_times(np.exp(log_post), times, threshold)
+    log.info("replayed %d trajectories; max |entropy - stored| = %.2g bit", labels.size, worst)
+    if worst > 1e-4:
+        raise InputError(f"posterior.nc: regenerated trajectories do not reproduce its entropies (max diff "
+                         f"{worst:.3g} bit); was it made by another version of the sampler? Delete it and rerun")
+    return dt, final
+
+
+def _speciation(spec: dict, schedule) -> tuple[float, float, float]:
+    """(Lambda, s_S, step of s_S) for an experiment's data."""
+    if spec["kind"] == "gmm":
+        lam = speciation.mixture_variance(mixture_from_spec(spec))
+    else:
+        from .ddpm.data import load_images
+
+        lam = speciation.top_eigenvalue(load_images(spec["data"]).images.numpy())
+    s_ou, step = speciation.speciation_step(schedule.alpha_bar, lam)
+    return lam, s_ou, step
+
+
+def decisions_stage(spec: dict, experiment: str, summary, source, output, options: dict, figure=None,
+                    dpi: int = 150) -> None:
+    """Decision times, entropy-rate peaks with bootstrap CIs, and the speciation time → decisions.nc."""
+    h = experiment_hash(spec)
+    s = open_checked(summary, required=("entropy_rate", "prior"))
+    threshold = float(options["decision_threshold"])
+    resamples, seed = int(options["bootstrap_resamples"]), int(options["bootstrap_seed"])
+    K = s.sizes["class"]
+    T = int(s.attrs.get("T", spec["schedule"]["T"]))
+    times = s["time"].values
+    if spec["kind"] == "gmm":
+        traj = open_checked(source, h, required=("entropy", "label"))
+        if "posterior" in traj:
+            dt, final = dec.decision_times(traj["posterior"].values, traj["time"].values, threshold)
+            origin = "posterior of every trajectory, from posterior.nc"
+        else:
+            dt, final = replay_gmm_posterior(spec, traj, threshold)
+            origin = "trajectories regenerated from the config, checked against posterior.nc entropies"
+    else:
+        traj = open_checked(source, h, required=("posterior", "entropy", "label"))
+        dt, final = dec.decision_times(traj["posterior"].values, traj["time"].values, threshold)
+        origin = "posterior of every trajectory, from trajectories.nc"
+    if not np.array_equal(traj["time"].values, times):
+        raise InputError(f"{source}: its time grid differs from {summary}'s")
+    labels = traj["label"].values
+    stats = dec.class_decision_statistics(dt, labels, K, resamples, seed)
+    smoothing = float(spec["analysis"]["rate_smoothing"])
+    peaks = dec.class_rate_peaks(traj["entropy"].values, labels, K, times, T, smoothing, resamples, seed)
+    lam, s_ou, step = _speciation(spec, schedule_from_spec(spec))
+    agree = np.array([np.mean(final[labels == k] == k) for k in range(K)])
+
+    data = {
+        "decision_time_median": _var("class", stats["median"], "median decision time (DDPM step)", "1"),
+        "decision_time_ci_low": _var("class", stats["ci_low"], "lower bound of the 95% bootstrap interval of the "
+                                     "median decision time (DDPM step)", "1"),
+        "decision_time_ci_high": _var("class", stats["ci_high"], "upper bound of the 95% bootstrap interval of the "
+                                      "median decision time (DDPM step)", "1"),
+        "undecided_fraction": _var("class", stats["undecided"], "share of trajectories whose final MAP posterior "
+                                   "does not exceed the threshold", "1"),
+        "final_class_is_label": _var("class", agree, "share of trajectories whose final MAP class is the class "
+                                     "they were generated for", "1"),
+        "entropy_rate_peak_time": _var("class", peaks["peak"], "time of the entropy-rate peak (DDPM step)",
+                                       "1"),
+        "entropy_rate_peak_time_ci_low": _var("class", peaks["ci_low"], "lower bound of the 95% bootstrap interval "
+                                              "of the entropy-rate peak time (DDPM step)", "1"),
+        "entropy_rate_peak_time_ci_high": _var("class", peaks["ci_high"], "upper bound of the 95% bootstrap "
+                                               "interval of the entropy-rate peak time (DDPM step)", "1"),
+        "decision_time": _var("traj", dt, "decision time of the trajectory (DDPM step; NaN: undecided)",
+                              "1"),
+        "final_class": _var("traj", final, "MAP class at the end of generation", "1"),
+        "label": _var("traj", labels, "class the trajectory was generated for", "1"),
+    }
+    attrs = provenance(experiment, spec, h) | {
+        "T": T,
+        "decision_threshold": threshold,
+        "bootstrap_resamples": resamples,
+        "bootstrap_seed": seed,
+        "confidence": dec.CONFIDENCE,
+        "rate_smoothing": smoothing,
+        "posterior_source": origin,
+        "speciation_eigenvalue": lam,
+        "speciation_ou_time": s_ou,
+        "speciation_time": step,
+        "speciation_note": "Biroli et al. 2024: s_S = log(Lambda)/2 in OU time, at the step with alpha_bar = "
+                           "1/Lambda; Lambda <= 1 places it at t = 0 (no speciation inside the forward process)",
+    }
+    # The distance of the rate peaks from the speciation time: exact curves where known. Speciation concerns the
+    # first, coarsest split of the data, so binary decisions (partitions) are compared as well.
+    if "entropy_rate_exact" in s:
+        exact_rate = s["entropy_rate_exact"].transpose("class", "time").values
+        peak_exact = times[exact_rate.argmax(1)]
+        data["entropy_rate_peak_time_exact"] = _var("class", peak_exact, "time of the exact entropy-rate peak "
+                                                    "(DDPM step)", "1")
+        marginal_rate = s["prior"].values @ exact_rate
+        reference, which = peak_exact, "exact"
+    else:
+        reference, which = peaks["peak"], "Monte Carlo"
+        marginal_rate = s["prior"].values @ s["entropy_rate"].transpose("class", "time").values
+    attrs["marginal_entropy_rate_peak_time"] = int(times[marginal_rate.argmax()])
+    attrs["marginal_entropy_rate_peak_source"] = which
+    attrs["marginal_peak_minus_speciation"] = float(times[marginal_rate.argmax()] - step)
+    data["peak_minus_speciation"] = _var("class", np.asarray(reference, dtype=float) - step,
+                                         f"{which} entropy-rate peak time minus the speciation time (DDPM steps)",
+                                         "1")
+    coords = {"class": s["class"].values, "traj": np.arange(labels.size)}
+    if "partition_entropy_rate" in s:
+        coords["partition"] = s["partition"].values
+        part_peak = times[s["partition_entropy_rate"].transpose("partition", "time").values.argmax(1)]
+        data["partition_rate_peak_time"] = _var("partition", part_peak, "time of the decision-entropy rate peak "
+                                                "(DDPM step)", "1")
+        part_which = "Monte Carlo"
+        if "partition_entropy_exact" in s:
+            exact_part = s["partition_entropy_exact"].transpose("partition", "time").values
+            part_peak = times[entropy_rate(times / T, exact_part).argmax(1)]
+            data["partition_rate_peak_time_exact"] = _var("partition", part_peak, "time of the exact "
+                                                          "decision-entropy rate peak (DDPM step)", "1")
+            part_which = "exact"
+        data["partition_peak_minus_speciation"] = _var(
+            "partition", part_peak - step, f"{part_which} decision-entropy rate peak time minus the speciation "
+            "time (DDPM steps)", "1")
+        log.info("%s partition rate peaks minus speciation: %s", part_which,
+                 dict(zip(coords["partition"].tolist(), (part_peak - step).round(1).tolist())))
+    log.info("speciation: Lambda = %.4g, s_S = %.4g, step %.1f (t/T = %.3f); %s marginal rate peak at %d",
+             lam, s_ou, step, step / T, which, attrs["marginal_entropy_rate_peak_time"])
+    log.info("median decision times: %s; rate peaks: %s", np.round(stats["median"], 1).tolist(),
+             np.round(peaks["peak"], 1).tolist())
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    write_netcdf(ds, output)
+    log.info("wrote %s", output)
+    if figure is not None:
+        plotting.save_figure(plotting.plot_decisions(ds), figure, dpi=dpi)
+
+
+# --- convergence ----------------------------------------------------------------------------------------
+
+
+def convergence_stage(spec: dict, experiment: str, output, options: dict, figure=None, dpi: int = 150) -> None:
+    """Entropy curves of several samplers at several step counts against the exact curve → convergence.nc."""
+    mix = mixture_from_spec(spec)
+    schedule = schedule_from_spec(spec)
+    T = schedule.T
+    steps = sorted({int(S) for S in options["steps"] if S <= T})
+    dropped = sorted({int(S) for S in options["steps"] if S > T})
+    if dropped:
+        log.warning("dropping step counts %s above T = %d", dropped, T)
+    samplers = list(options["samplers"])
+    per_class, seed, eta = int(options["trajectories_per_class"]), int(options["seed"]), float(options["eta"])
+    init = spec["sampling"]["init"]
+    points = {}
+    for sampler in samplers:
+        for S in steps:
+            # One random stream per (sampler, S), independent of which others are configured.
+            stream = [seed, conv.SAMPLERS.index(sampler), S]
+            points[sampler, S] = p = conv.run_point(mix, schedule, sampler, S, per_class, stream, eta=eta, init=init)
+            log.info("%s S = %d: posterior mean |error| %.3g", sampler, S, p.posterior_mean_abs_error)
+    union = np.unique(np.concatenate([p.times for p in points.values()]))
+    exact = gmm.exact_entropy(mix, schedule.alpha_bar[union])
+    shape = (len(samplers), len(steps))
+    H = np.full(shape + (mix.K, union.size), np.nan)
+    H_sem = np.full_like(H, np.nan)
+    errors = {name: np.empty(shape) for name in ("max", "mean", "sem", "posterior")}
+    for (sampler, S), p in points.items():
+        a, b = samplers.index(sampler), steps.index(S)
+        cols = np.searchsorted(union, p.times)
+        H[a, b][:, cols], H_sem[a, b][:, cols] = p.entropy, p.entropy_sem
+        errors["max"][a, b], errors["mean"][a, b] = conv.entropy_errors(p.entropy, exact[:, cols])
+        errors["sem"][a, b] = p.entropy_sem.max()
+        errors["posterior"][a, b] = p.posterior_mean_abs_error
+        log.info("%s S = %d: max |H - H_exact| = %.3g bit (max SEM %.3g)", sampler, S, errors["max"][a, b],
+                 errors["sem"][a, b])
+    names = list(spec["mixture"].get("class_names") or [str(k) for k in range(mix.K)])
+    grid = ("sampler", "steps")
+    data = {
+        "entropy": _var(grid + ("class", "time"), H, "class entropy H(c | x_t), class-k trajectories", "bit"),
+        "entropy_sem": _var(grid + ("class", "time"), H_sem, "standard error of the class entropy", "bit"),
+        "entropy_marginal": _var(grid + ("time",), np.einsum("k,abkt->abt", mix.weights, H),
+                                 "conditional entropy H(c | x_t)", "bit"),
+        "entropy_exact": _var(("class", "time"), exact, "exact class entropy (quadrature)", "bit"),
+        "entropy_marginal_exact": _var("time", mix.weights @ exact, "exact conditional entropy H(c | x_t)", "bit"),
+        "entropy_max_abs_error": _var(grid, errors["max"], "max |H - H_exact|", "bit"),
+        "entropy_mean_abs_error": _var(grid, errors["mean"], "mean |H - H_exact|", "bit"),
+        "entropy_sem_max": _var(grid, errors["sem"], "largest standard error of the class entropy", "bit"),
+        "posterior_mean_abs_error": _var(grid, errors["posterior"], "mean |P_online - P_exact|",
+                                         "1"),
+    }
+    coords = {
+        "sampler": ("sampler", samplers, {"long_name": "sampler"}),
+        "steps": ("steps", np.asarray(steps), {"long_name": "number of sampling steps S", "units": "1"}),
+        "class": ("class", names, {"long_name": "class"}),
+        "time": ("time", union, {"long_name": "DDPM step (0 = data, T = noise)", "units": "1"}),
+        "t": ("time", union / T, {"long_name": "normalised time t/T", "units": "1"}),
+    }
+    attrs = provenance(experiment, spec, experiment_hash(spec)) | {
+        "T": T, "eta": eta, "trajectories_per_class": per_class, "seed": seed, "init": init,
+        "note": "entropy is NaN at times not on a step count's grid; ddim with eta < 1 measures P(c | path so far), "
+                "not P(c | x_t)",
+    }
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    write_netcdf(ds, output)
+    log.info("wrote %s", output)
+    if figure is not None:
+        plotting.save_figure(plotting.plot_convergence(ds), figure, dpi=dpi)
+

@@ -1,0 +1,73 @@
+"""The benchmark command: options, the naive loop's agreement with the fast path, the JSON line."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from seminfo import bench
+from seminfo.ddpm.model import ClassConditionalUNet
+from seminfo.ddpm.sample import sample_trajectories
+from seminfo.diffusion import reverse_chain
+from seminfo.posterior import entropy_bits, online_log_posterior
+from seminfo.schedules import make_schedule
+
+KEYS = {"evals_per_s", "naive_evals_per_s", "speedup_vs_naive", "model_fraction", "matmul_peak_gflops",
+        "achieved_gflops", "fraction_of_peak", "entropy_max_abs_diff_bits", "peak_rss_mb", "device"}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    arch = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [], "mid_attention": False,
+            "attention_head_dim": None, "dropout": 0.0, "norm_num_groups": 4}
+    model = ClassConditionalUNet(arch, (1, 8, 8), 4).eval()
+    with torch.no_grad():
+        model.unet.class_embedding.weight.mul_(3.0)
+    return model
+
+
+def test_dry_run_prints_the_resolved_options(capsys):
+    assert bench.main(["--dry-run"]) == 0
+    opts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert opts["preset"] == "digits" and opts["precision"] == "fp32" and opts["steps"] == 100
+    assert opts["prune_log_threshold"] == -12.0
+    assert bench.main(["--dry-run", "--no-prune", "--device", "cuda", "--rss-steps", "none"]) == 0
+    opts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert opts["preset"] == "cifar10_ddpm" and opts["precision"] == "bf16" and opts["compile"] is True
+    assert opts["prune_log_threshold"] is None and opts["rss_steps"] == []
+
+
+def test_naive_loop_walks_the_same_trajectories(tiny):
+    """The naive loop (one forward per class, diffusers' step arithmetic, fp32) and the fast path agree."""
+    chain = reverse_chain(make_schedule("linear", 1000), 12, "small")
+    labels, idx = bench.workload(12, 4)
+    h_naive = bench.naive_sample(tiny, chain, labels, idx, 0, 4, torch.device("cpu"))
+    out = sample_trajectories(tiny, chain, labels, idx, 0, 4, eval_batch=16, progress=False)
+    h_fast = entropy_bits(online_log_posterior(np.full((12, 4), np.log(0.25)), out.increments))
+    assert h_naive.shape == h_fast.shape
+    assert np.abs(h_naive - h_fast).max() < 1e-3
+    assert h_fast[:, 0].mean() < 1.9  # the posterior moved, so the comparison means something
+
+
+def test_benchmark_prints_one_json_line_last(tiny, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "build_model", lambda *a, **k: (tiny, "tiny"))
+    monkeypatch.setattr(bench, "matmul_peak_gflops", lambda dtype, device: 100.0)
+    monkeypatch.setattr(bench, "rss_at", lambda args, steps: {"steps": steps, "peak_rss_mb": 1.0})
+    argv = ["--classes", "4", "--trajectories", "8", "--steps", "6", "--repeats", "1", "--eval-batch", "16",
+            "--prune-log-threshold", "-6", "--rss-steps", "3,6"]
+    assert bench.main(argv) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert KEYS <= set(result)
+    assert result["peak_rss_mb"] == {"3": 1.0, "6": 1.0}
+    assert 0 < result["evaluated_fraction"] <= 1 and 0 < result["model_fraction"] <= 1
+    assert result["speedup_vs_naive"] == pytest.approx(result["evals_per_s"] / result["naive_evals_per_s"], rel=1e-4)
+    assert result["entropy_max_abs_diff_bits"] <= result["pruning_entropy_bound_bits"] + 1e-3
+    assert result["naive_entropy_max_abs_diff_bits"] < 1e-3
+
+
+def test_rss_probe_runs_in_a_fresh_process():
+    args, _ = bench.parse_args(["--trajectories", "4", "--steps", "3", "--eval-batch", "40", "--no-prune"])
+    probe = bench.rss_at(args, 3)
+    assert probe["steps"] == 3 and probe["peak_rss_mb"] > 10

@@ -1,0 +1,50 @@
+# Helpers of the study rules (extras.smk): their options, inputs and targets.
+from seminfo.decisions import DEFAULTS as DECISION_DEFAULTS
+from seminfo.studies import section_options
+
+STUDY_SCHEMA = load_schema(SCHEMA)
+
+
+def study_options(experiment, section):
+    """An optional study section of an experiment with its schema defaults (also when the section is absent)."""
+    s = spec(experiment)
+    definition = f"immse_{s['kind']}" if section == "immse" else section
+    return section_options(s.get(section), STUDY_SCHEMA, definition)
+
+
+def decision_options(experiment):
+    return {k: spec(experiment)["analysis"].get(k, v) for k, v in DECISION_DEFAULTS.items()}
+
+
+def immse_experiments():
+    return [name for name in EXPERIMENTS if study_options(name, "immse")["enable"]]
+
+
+def convergence_experiments():
+    return [name for name in experiments_of("gmm") if study_options(name, "convergence")["enable"]]
+
+
+def extra_targets():
+    """The study files and figures of the experiments named by ``run:`` (default: all experiments)."""
+    out = []
+    for name in config.get("run", EXPERIMENTS):
+        studies = ["decisions"]
+        studies += ["immse"] if name in immse_experiments() else []
+        studies += ["convergence"] if name in convergence_experiments() else []
+        for study in studies:
+            out += [f"{RESULTS}/{name}/{study}.nc", f"{RESULTS}/{name}/figures/{study}.png"]
+    return out
+
+
+def immse_inputs(w):
+    inputs = {"summary": f"{RESULTS}/{w.experiment}/summary.nc"}
+    if spec(w.experiment)["kind"] == "ddpm":
+        inputs["model"] = f"{RESULTS}/{w.experiment}/model/model.safetensors"
+    return inputs
+
+
+def decisions_source(w):
+    """Per-trajectory posteriors: trajectories.nc (DDPM) or posterior.nc (Gaussian mixtures, replayed)."""
+    if spec(w.experiment)["kind"] == "ddpm":
+        return f"{RESULTS}/{w.experiment}/trajectories.nc"
+    return f"{RESULTS}/{w.experiment}/posterior.nc"
