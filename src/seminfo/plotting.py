@@ -777,7 +777,8 @@ def plot_convergence(conv: xr.Dataset) -> Figure:
     ax_e.axhline(floor, color="0.5", ls=":", lw=1.0, label="2 × largest SEM")
     for ax, var in ((ax_e, "entropy_max_abs_error"), (ax_p, "posterior_mean_abs_error")):
         ax.set_xscale("log")
-        ax.set_yscale("log")
+        if np.any(conv[var].values > 0):  # an exact sampler can have zero error everywhere
+            ax.set_yscale("log")
         ax.set_xticks(steps, [str(S) for S in steps])
         ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
         ax.set_xlabel("sampling steps S")

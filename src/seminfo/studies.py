@@ -335,6 +335,8 @@ def convergence_stage(spec: dict, experiment: str, output, options: dict, figure
     dropped = sorted({int(S) for S in options["steps"] if S > T})
     if dropped:
         log.warning("dropping step counts %s above T = %d", dropped, T)
+    if not steps:
+        steps = [T]  # a schedule shorter than every configured step count: study the full chain alone
     samplers = list(options["samplers"])
     per_class, seed, eta = int(options["trajectories_per_class"]), int(options["seed"]), float(options["eta"])
     init = spec["sampling"]["init"]
