@@ -31,7 +31,7 @@ def tiny():
 def test_dry_run_prints_the_resolved_options(capsys):
     assert bench.main(["--dry-run"]) == 0
     opts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert opts["preset"] == "digits" and opts["precision"] == "fp32" and opts["steps"] == 100
+    assert opts["preset"] == "digits" and opts["precision"] == "fp32" and opts["steps"] == 100 and opts["compile"]
     assert opts["prune_log_threshold"] == -12.0
     assert bench.main(["--dry-run", "--no-prune", "--device", "cuda", "--rss-steps", "none"]) == 0
     opts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -56,7 +56,7 @@ def test_benchmark_prints_one_json_line_last(tiny, monkeypatch, capsys):
     monkeypatch.setattr(bench, "matmul_peak_gflops", lambda dtype, device: 100.0)
     monkeypatch.setattr(bench, "rss_at", lambda args, steps: {"steps": steps, "peak_rss_mb": 1.0})
     argv = ["--classes", "4", "--trajectories", "8", "--steps", "6", "--repeats", "1", "--eval-batch", "16",
-            "--prune-log-threshold", "-6", "--rss-steps", "3,6"]
+            "--prune-log-threshold", "-6", "--rss-steps", "3,6", "--no-compile"]
     assert bench.main(argv) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert KEYS <= set(result)
@@ -68,6 +68,7 @@ def test_benchmark_prints_one_json_line_last(tiny, monkeypatch, capsys):
 
 
 def test_rss_probe_runs_in_a_fresh_process():
-    args, _ = bench.parse_args(["--trajectories", "4", "--steps", "3", "--eval-batch", "40", "--no-prune"])
+    args, _ = bench.parse_args(["--trajectories", "4", "--steps", "3", "--eval-batch", "40", "--no-prune",
+                                "--no-compile"])
     probe = bench.rss_at(args, 3)
     assert probe["steps"] == 3 and probe["peak_rss_mb"] > 10

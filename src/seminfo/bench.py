@@ -58,7 +58,7 @@ PAPER_SCALE_EVALS = 1000 * 10 * 1000  # trajectories x classes x steps of the CI
 GATE_BITS = 0.01  # entropy curves of the fast path must stay this close to fp32 on the same seeds
 DEFAULTS = {
     #            trajectories steps eval_batch precision compile prune_log_threshold repeats
-    "cpu": dict(trajectories=100, steps=100, eval_batch=250, precision="fp32", compile=False,
+    "cpu": dict(trajectories=100, steps=100, eval_batch=250, precision="fp32", compile=True,
                 prune_log_threshold=-12.0, repeats=3, rss_steps=(10, 100)),
     "cuda": dict(trajectories=100, steps=20, eval_batch=1000, precision="bf16", compile=True,
                  prune_log_threshold=None, repeats=3, rss_steps=(5, 20)),

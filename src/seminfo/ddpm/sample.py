@@ -16,27 +16,29 @@ Noise is counter-based (``seminfo.ddpm.noise``): trajectory n's draw at step i i
 (bitwise where the chunks have the same shapes). Nothing is read back to the host inside the loop, except
 the pair count when a pruning plan is rebuilt.
 
-Pruning of decided classes (``prune_log_threshold`` = theta < 0, off by default = exact). After each
+Pruning of decided classes (``prune_log_threshold`` = theta < 0; off by default, which is exact). After each
 Bayes update, a class c whose log posterior odds against the trajectory's own class k fall below theta,
-log P(c | x_t) - log P(k | x_t) < theta, is dropped: from the next step on it is no longer evaluated and
-its increments are -inf, i.e. P(c | x) = 0 afterwards. (Since log P(k | x) <= 0 this implies
-log P(c | x_t) < theta.) What the pruned run reports is then exactly the full posterior conditioned on the
-class not being one of the dropped ones, Q_t(j) = P_t(j) / (1 - eps_t) for the kept classes j, where
-eps_t = sum over dropped c of P_t(c) is the mass the *exact* posterior would still give them; so the
-total-variation distance is ||Q_t - P_t||_TV = eps_t and no P_t(j) moves by more than eps_t. Bound on eps_t:
-the trajectory is drawn from class k's kernel, under which each likelihood ratio N(x'; mu_c, s^2) /
-N(x'; mu_k, s^2) has mean 1, so the exact odds O_t(c:k) = P_t(c) / P_t(k) are a non-negative martingale
-along the trajectory. Hence, for every later time t, E[P_t(c)] <= E[O_t(c:k)] = O_{t_c}(c:k) < e^theta
-(t_c the step at which c was dropped; optional stopping), and with at most K - 1 classes dropped
+log P(c | x_t) - log P(k | x_t) < theta (which implies log P(c | x_t) < theta), is dropped: from the next step
+on it is not evaluated and its increments are ``PRUNED`` (-1e6: finite, as the pipeline's files must be, and so
+far below any real increment that exp underflows and P(c | x) = 0 exactly, as with -inf). The own class is
+never dropped (it moves the trajectory), so pruning leaves the trajectories themselves unchanged.
 
-    E[eps_t] <= (K - 1) e^theta,   and   Pr(sup_t eps_t >= a) <= (K - 1) e^theta / a   (Ville).
+Error bound. The pruned posterior is the exact one conditioned on c not being a dropped class:
+Q_t(j) = P_t(j) / (1 - eps_t) for the kept classes, where eps_t = sum of P_t(c) over the dropped c is the mass
+the exact posterior would still give them. So ||Q_t - P_t||_TV = eps_t, and no probability moves by more
+than eps_t. The trajectory is drawn from class k's kernel, under which every likelihood ratio
+N(x'; mu_c, s^2 I) / N(x'; mu_k, s^2 I) has mean 1: the exact odds O_t(c:k) = P_t(c) / P_t(k) are a
+non-negative martingale along the trajectory. With t_c the step at which c was dropped (a stopping time,
+O_{t_c} < e^theta), for every later t: E[P_t(c)] <= E[O_t(c:k)] <= e^theta, and with at most K - 1 classes
+dropped
 
-The entropy: H(P) = h(eps) + eps H(P restricted to dropped) + (1 - eps) H(Q), so
-|H(P_t) - H(Q_t)| <= g(eps_t) with g(e) = h(e) + e log2(K - 1) and h the binary entropy in bits. g is
-concave and increasing on [0, 1/2], so for the per-class entropy profile (a mean over trajectories)
-|E H(Q_t) - E H(P_t)| <= g((K - 1) e^theta) whenever (K - 1) e^theta <= 1/2. ``pruning_error_bound``
-returns both bounds; e.g. K = 10, theta = -12: 5.5e-5 in P and 1.0e-3 bit in entropy. The own class is
-never dropped (it moves the trajectory), and pruned runs do not change the trajectories themselves.
+    E[eps_t] <= (K - 1) e^theta,   and   Pr(sup_t eps_t >= a) <= (K - 1) e^theta / a   (Ville's inequality).
+
+Entropy: H(P) = h(eps) + eps H(P on the dropped classes) + (1 - eps) H(Q), hence |H(P_t) - H(Q_t)| <= g(eps_t)
+with g(e) = h(e) + e log2(K - 1), h the binary entropy in bits. g is concave and increasing on [0, 1/2], so by
+Jensen a per-class entropy profile (a mean over the class's trajectories) moves by at most
+g((K - 1) e^theta) in expectation, when (K - 1) e^theta <= 1/2. ``pruning_error_bound`` returns both bounds;
+K = 10, theta = -12: 5.5e-5 in P and 1.0e-3 bit in the entropy profile.
 """
 
 from __future__ import annotations
@@ -57,9 +59,11 @@ from .noise import check_indices, normal
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TrajectoryBatch", "PRECISIONS", "snapshot_indices", "pruning_error_bound", "sample_trajectories"]
+__all__ = ["TrajectoryBatch", "PRECISIONS", "PRUNED", "snapshot_indices", "pruning_error_bound",
+           "sample_trajectories"]
 
 PRECISIONS = ("fp32", "bf16")
+PRUNED = -1.0e6  # the increment recorded for a dropped class (log-likelihood "minus infinity", kept finite)
 # Steps between rebuilds of the pruning plan. Rebuilding reads the pair count back to the host, free on a
 # CPU; on a GPU it would stall the queue every step. Classes are dropped at the same steps either way;
 # between rebuilds a dropped class is still evaluated (its result unused), so only the saving is delayed.
@@ -112,6 +116,12 @@ class _ClassEps:
     def __init__(self, model, image_shape, eval_batch: int, max_pairs: int, precision: str, compile: bool, device,
                  timed: bool):
         self.model, self.shape, self.device = model, tuple(image_shape), device
+        # Convolutions run faster on channels-last (NHWC) tensors with cuDNN and with oneDNN (1.09x eager on
+        # the 2-core CPU of BENCHMARKS.md); the conversion changes the weights' strides in place, not their
+        # values.
+        self.channels_last = _CHANNELS_LAST and any(p.dim() == 4 for p in model.parameters())
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
         self.batch = max(1, min(int(eval_batch), max_pairs))  # no chunk larger than the whole step
         self.net = torch.compile(model, dynamic=False) if compile else model
         self.compiled = compile
@@ -122,11 +132,6 @@ class _ClassEps:
             sizes = {min(self.batch, granule * k) for k in range(1, _EAGER_BUCKETS + 1)}
         self.sizes, self.used = sorted(sizes), set()
         self.autocast = precision == "bf16"
-        # Convolutions run faster on channels-last (NHWC) tensors with oneDNN and cuDNN; the conversion
-        # changes the weights' strides in place, not their values.
-        self.channels_last = _CHANNELS_LAST and any(p.dim() == 4 for p in model.parameters())
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
         self.timed, self.model_seconds, self._events = timed, 0.0, []
         self.evaluations = self.padded = 0
 
@@ -225,7 +230,8 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     log_prior            (K,) log class prior used for the pruning odds; None = uniform
     stats                if a dict, filled with evaluations performed, padding, seconds and model_seconds
     The posterior grid starts at ``chain.posterior_start`` (the deterministic last step is not a Bayes step).
-    Pruned classes get increment -inf from the step after they are dropped.
+    Pruned classes get increment ``PRUNED`` from the step after they are dropped. A convolutional model's
+    weights are converted to channels-last in place (same values, other strides).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -275,11 +281,11 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
             # 2. delta_c = mu_own - mu_c = shift / sqrt(alpha) (eps_c - eps_own), exact in float64.
             delta = (shift / math.sqrt(1.0 - beta)) * (eps.double() - eps_own.index_select(0, rows))
             pair_inc = shared_variance_increment(delta[:, None, :], z.index_select(0, rows), sigma)[:, 0]
-            inc = torch.full((N * K,), -math.inf, dtype=torch.float64, device=dev)
+            inc = torch.full((N * K,), PRUNED, dtype=torch.float64, device=dev)
             inc[flat] = pair_inc
             inc = inc.view(N, K)
             if pruning:
-                inc = inc.masked_fill(~active, -math.inf)
+                inc = inc.masked_fill(~active, PRUNED)
                 log_odds += inc
                 active &= log_odds >= prune_log_threshold
             increments[:, i - 1 - start] = inc
