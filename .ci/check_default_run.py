@@ -19,6 +19,10 @@ for name, spec in config["experiments"].items():
         print(f"{name}: H(c | x_T) = {h_T:.6f} bit (prior entropy {h_prior:.6f})")
         if abs(h_T - h_prior) > 0.01:
             failures.append(f"{name}: H at t = T is {h_T}, not the prior entropy {h_prior}")
+        missing = [v for v in ("decision_time_median", "entropy_rate_peak_time", "mutual_information_immse")
+                   if v not in ds]
+        if missing:
+            failures.append(f"{name}: summary.nc lacks the studies' variables {missing}")
         if "entropy_exact" in ds:
             print(f"  max |H_MC - H_exact| = {float(abs(ds['entropy'] - ds['entropy_exact']).max()):.4f} bit")
     if spec["kind"] == "ddpm" and spec["data"]["name"] == "digits":

@@ -53,6 +53,7 @@ BAD = [
     (mutate(G + ("partitions", "p"), [[0], [7]]), "experiments.g.partitions.p[1]", "class-range"),
     (mutate(G + ("unknown_key",), 1), "experiments.g", "additionalProperties"),
     (mutate(("experiments",), {}), "experiments", "minProperties"),
+    (mutate(G + ("sampling", "eta"), 0.5), "experiments.g.sampling.eta", "unused-key"),  # kernel exact
 ]
 
 
@@ -110,3 +111,23 @@ def test_ddpm_partitions_are_checked_against_the_data_set_classes(schema):
     ddpm["data"]["classes"] = [3, 10]
     with pytest.raises(ConfigError, match=r"experiments\.d\.data\.classes: .*rule: class-range"):
         validate_config({"experiments": {"d": ddpm}}, schema)
+
+
+def test_ddpm_sampling_kernel_and_eta(schema):
+    """kernel defaults to ddpm; eta is accepted with kernel ddim only, and must lie in (0, 1]."""
+    def ddpm(**sampling):
+        spec = {"kind": "ddpm", "data": {"name": "digits"}, "model": {"preset": "digits"},
+                "schedule": {"name": "linear", "T": 100}, "train": {"steps": 1},
+                "sampling": {"steps": 5, "trajectories_per_class": 2} | sampling}
+        return {"experiments": {"d": spec}}
+
+    assert validate_config(ddpm(), schema)["experiments"]["d"]["sampling"]["kernel"] == "ddpm"
+    s = validate_config(ddpm(kernel="ddim", eta=0.5), schema)["experiments"]["d"]["sampling"]
+    assert s["kernel"] == "ddim" and s["eta"] == 0.5
+    for cfg in (ddpm(eta=0.5), ddpm(kernel="ddpm", eta=0.5)):
+        with pytest.raises(ConfigError) as info:
+            validate_config(cfg, schema)
+        msg = str(info.value)
+        assert msg.startswith("experiments.d.sampling.eta:") and "rule: unused-key" in msg and "ddim" in msg, msg
+    with pytest.raises(ConfigError, match=r"experiments\.d\.sampling\.eta: .*rule: exclusiveMinimum"):
+        validate_config(ddpm(kernel="ddim", eta=0.0), schema)

@@ -6,7 +6,8 @@ import xarray as xr
 
 from seminfo import convergence as conv
 from seminfo import gmm, plotting, studies
-from seminfo.diffusion import ddim_chain, ddim_mean, ddim_sigma, ddpm_mean, reverse_chain
+from seminfo import diffusion
+from seminfo.diffusion import ddim_chain, ddim_mean, ddim_sigma, ddpm_mean, mean_coefficients, reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
 from seminfo.schedules import make_schedule
 
@@ -32,6 +33,25 @@ def test_ddim_with_eta_one_is_ddpm_with_the_small_variance():
         ddim_chain(SCHED, 40, 0.0)
 
 
+def test_mean_coefficients_are_the_ddpm_and_ddim_means():
+    """a x_t + b eps is ``ddpm_mean`` on 'small' / 'large' chains and ``ddim_mean`` on DDIM chains, at every step."""
+    rng = np.random.default_rng(1)
+    x, eps = rng.standard_normal((2, 200)) * 3.0
+    cosine = make_schedule("cosine", 1000)
+    for sched in (SCHED, cosine):
+        for chain in (reverse_chain(sched, 50, "small"), reverse_chain(sched, 50, "large"), ddim_chain(sched, 50, 0.3),
+                      ddim_chain(sched, 50, 1.0)):
+            for i in (1, 2, *rng.integers(3, 50, size=5), 50):
+                a, b = mean_coefficients(chain, i)
+                assert isinstance(a, float) and isinstance(b, float)
+                ab_t, ab_s = chain.alpha_bar[i], chain.alpha_bar[i - 1]
+                if chain.variance == "ddim":
+                    mean = ddim_mean(x, eps, ab_t, ab_s, chain.sigma[i - 1])
+                else:
+                    mean = ddpm_mean(x, eps, ab_t, chain.beta[i - 1])
+                np.testing.assert_allclose(a * x + b * eps, mean, rtol=1e-10, atol=1e-10)
+
+
 def posterior_along(chain, kernel, seed=3, per_class=200, mix=SYM):
     labels = np.repeat(np.arange(mix.K), per_class)
     x, log_init = gmm.sample_paths(mix, chain, labels, kernel, "prior", np.random.default_rng(seed))
@@ -47,12 +67,19 @@ def test_online_posterior_with_ddim_eta_one_equals_ddpm_small():
 
 
 def test_sampler_chain_from_config():
+    assert gmm.sampler_chain is diffusion.sampler_chain  # one function for both experiment kinds
     chain = gmm.sampler_chain(SCHED, {"steps": 20, "kernel": "ddim", "eta": 0.5, "variance": "small"})
     assert chain.variance == "ddim"
     np.testing.assert_allclose(chain.sigma, 0.5 * np.sqrt(chain.beta_tilde))
     assert gmm.sampler_chain(SCHED, {"steps": 20, "kernel": "ddpm", "variance": "large"}).variance == "large"
-    with pytest.raises(ValueError, match="ddim"):
-        gmm.sampler_chain(SCHED, {"steps": 20, "kernel": "exact", "eta": 0.5})
+    # a ddpm experiment's section: kernel absent or 'ddpm' is the respaced chain with its variance
+    assert diffusion.sampler_chain(SCHED, {"steps": 20, "variance": "large"}).variance == "large"
+    ddpm = diffusion.sampler_chain(SCHED, {"steps": 20, "kernel": "ddpm", "variance": "small"})
+    np.testing.assert_array_equal(ddpm.sigma, reverse_chain(SCHED, 20, "small").sigma)
+    np.testing.assert_allclose(diffusion.sampler_chain(SCHED, {"steps": 20, "kernel": "ddim"}).sigma, 2 * chain.sigma)
+    for kernel in ("exact", "ddpm"):
+        with pytest.raises(ValueError, match="ddim"):
+            gmm.sampler_chain(SCHED, {"steps": 20, "kernel": kernel, "eta": 0.5})
     with pytest.raises(ValueError, match="ddim_chain"):  # kernel ddim on a DDPM chain would silently mean eta = 1
         gmm.sample_paths(SYM, reverse_chain(SCHED, 20, "small"), np.zeros(3, int), "ddim", "prior",
                          np.random.default_rng(0))

@@ -7,7 +7,7 @@ import torch
 from seminfo import gmm
 from seminfo.ddpm.model import ClassConditionalUNet
 from seminfo.ddpm.sample import sample_trajectories, snapshot_indices
-from seminfo.diffusion import reverse_chain
+from seminfo.diffusion import ddim_chain, reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
 from seminfo.schedules import make_schedule
 
@@ -65,6 +65,55 @@ def test_final_samples_follow_their_class():
         xk = x0[labels == k]
         assert xk.mean() == pytest.approx(MIX.means[k], abs=0.1)
         assert xk.std() == pytest.approx(MIX.stds[k], rel=0.2)
+
+
+def test_ddim_with_eta_one_is_ancestral_sampling_with_the_small_variance():
+    """The DDIM mean with sigma = sqrt(beta_tilde) is the DDPM mean: same increments and samples on the same seeds."""
+    sched = make_schedule("linear", 1000)
+    labels = np.repeat(np.arange(MIX.K), 50)
+    net, idx = ExactMixtureEps(MIX, sched), np.arange(labels.size)
+    ddpm, ddim = (sample_trajectories(net, chain, labels, idx, 4, MIX.K, eval_batch=450, progress=False)
+                  for chain in (reverse_chain(sched, 60, "small"), ddim_chain(sched, 60, 1.0)))
+    np.testing.assert_allclose(ddim.increments, ddpm.increments, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(ddim.final, ddpm.final, rtol=0, atol=1e-9)
+    assert np.abs(ddpm.increments).max() > 1e-3  # the steps do carry information
+
+
+def test_ddim_path_posterior_is_calibrated_below_the_exact_entropy_and_matches_the_mixture_module():
+    """DDIM with eta = 0.5 through the network sampler (exact eps, labels drawn from a non-uniform prior).
+
+    Its online posterior is P(c | x_t, …, x_T) under the sampler's own joint law, hence (i) calibrated: averaged
+    over trajectories, P(c | path_t) is the prior at every t; (ii) its mean entropy is at most H(c | x_t), the exact
+    curve of the forward process; (iii) its per-class entropy curves are those of the mixture module's own DDIM path
+    posterior (``gmm.sample_paths`` + ``gmm.path_log_likelihoods``, independent draws). Tolerances are 4 Monte
+    Carlo standard errors; (ii) adds I(c; x_T), exact, which starting from x_T ~ N(0, 1) with P = prior ignores.
+    """
+    mix = gmm.Mixture([0.5, 0.3, 0.2], [-1.0, 0.3, 1.2], [0.5, 0.3, 0.2])
+    sched = make_schedule("linear", 1000)
+    chain = ddim_chain(sched, 200, 0.5)
+    n = 3000
+    labels = np.random.default_rng(0).choice(mix.K, size=n, p=mix.weights)
+    out = sample_trajectories(ExactMixtureEps(mix, sched), chain, labels, np.arange(n), 2, mix.K, eval_batch=3 * n,
+                              progress=False)
+    log_post = online_log_posterior(np.broadcast_to(mix.log_prior, (n, mix.K)), out.increments)
+    P, h = np.exp(log_post), entropy_bits(log_post)  # (n, G, K), (n, G) on the grid times[1:]
+
+    sem_p = P.std(0, ddof=1) / np.sqrt(n)
+    assert np.all(np.abs(P.mean(0) - mix.weights) <= 4 * sem_p + 1e-9)  # (i)
+
+    exact = mix.weights @ gmm.exact_entropy(mix, chain.alpha_bar[1:])  # H(c | x_t), bit
+    info_at_T = entropy_bits(mix.log_prior) - exact[-1]
+    sem_h = h.std(0, ddof=1) / np.sqrt(n)
+    assert np.all(h.mean(0) <= exact + 4 * sem_h + info_at_T)  # (ii)
+    assert (exact - h.mean(0)).mean() > 0.03  # and strictly below: the path says more than x_t
+
+    labels_gmm = np.random.default_rng(1).choice(mix.K, size=n, p=mix.weights)
+    x, log_init = gmm.sample_paths(mix, chain, labels_gmm, "ddim", "prior", np.random.default_rng(2))
+    h_gmm = entropy_bits(online_log_posterior(log_init, gmm.path_log_likelihoods(mix, chain, x, "ddim", 1)))
+    for k in range(mix.K):
+        a, b = h[labels == k], h_gmm[labels_gmm == k]
+        se = np.sqrt(a.var(0, ddof=1) / len(a) + b.var(0, ddof=1) / len(b))
+        assert np.all(np.abs(a.mean(0) - b.mean(0)) <= 4 * se + 1e-9), k  # (iii)
 
 
 @pytest.fixture(scope="module")

@@ -184,3 +184,30 @@ def test_ddpm_decisions_from_trajectories_file(tmp_path):
     assert ds["decision_time_median"].values.tolist() == [5.0, 20.0]
     assert ds.attrs["speciation_eigenvalue"] > 1 and "entropy_rate_peak_time_exact" not in ds
     plotting.plot_decisions(ds)
+
+
+def test_summarize_merges_the_per_class_statistics(tiny_run):
+    """summary.nc = the profiles + the per-class decision statistics (NaN kept for an undecided class); a study
+    file whose classes differ from the profiles' is refused."""
+    out = tiny_run / "decisions_for_summary.nc"
+    studies.decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc", out,
+                            dict(dec.DEFAULTS, bootstrap_resamples=50))
+    with xr.open_dataset(out) as d:
+        d = d.load()
+    d["decision_time_median"][1] = np.nan  # as for a class none of whose trajectories is decided
+    d.to_netcdf(tiny_run / "with_nan.nc")
+    stages.summarize(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "merged.nc",
+                     {"decisions": tiny_run / "with_nan.nc"})
+    merged = xr.open_dataset(tiny_run / "merged.nc").load()
+    profiles = xr.open_dataset(tiny_run / "summary.nc").load()
+    xr.testing.assert_equal(merged[list(profiles.data_vars)], profiles[list(profiles.data_vars)])
+    np.testing.assert_array_equal(merged["decision_time_median"], d["decision_time_median"])
+    np.testing.assert_array_equal(merged["partition_rate_peak_time_exact"], d["partition_rate_peak_time_exact"])
+    assert "traj" not in merged.dims and merged.attrs["speciation_time"] == d.attrs["speciation_time"]
+    for name in merged.coords:  # the profiles' coordinates, with their attributes, are kept
+        assert merged[name].attrs == profiles[name].attrs, name
+    d.assign_coords({"class": ["x", "y", "z"]}).to_netcdf(tiny_run / "other_classes.nc")
+    with pytest.raises(InputError, match="'class' coordinate differs"):
+        stages.summarize(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "bad.nc",
+                         {"decisions": tiny_run / "other_classes.nc"})
+    assert not (tiny_run / "bad.nc").exists()

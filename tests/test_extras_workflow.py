@@ -28,7 +28,8 @@ STUDIES = ("immse", "decisions", "convergence")
 def run_dir(tmp_path_factory):
     d = tmp_path_factory.mktemp("extras_run")
     (d / "config.yaml").write_text(yaml.safe_dump(TINY))
-    targets = [f"results/pair/{s}.nc" for s in STUDIES] + [f"results/pair/figures/{s}.png" for s in STUDIES]
+    targets = [f"results/pair/{s}.nc" for s in STUDIES + ("summary",)]
+    targets += [f"results/pair/figures/{s}.png" for s in STUDIES]
     proc = snakemake(d, *targets)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return d
@@ -40,11 +41,23 @@ def test_study_files(run_dir):
     immse = xr.open_dataset(res / "immse.nc")
     summary = xr.open_dataset(res / "summary.nc")
     np.testing.assert_array_equal(immse["time"], summary["time"])
+    # summary.nc carries the studies' per-class and per-time results, unchanged, and not the per-trajectory ones
+    np.testing.assert_array_equal(summary["mutual_information_immse"], immse["mutual_information_immse"])
+    assert summary.attrs["immse_discrepancy_max_abs_bits"] == immse.attrs["discrepancy_max_abs_bits"]
+    assert "traj" not in summary.dims and "point" not in summary.dims
     assert immse.attrs["discrepancy_max_abs_bits"] < 0.1
     assert immse.attrs["immse_max_abs_error_vs_exact_bits"] < 0.05
     decisions = xr.open_dataset(res / "decisions.nc")
     assert decisions.attrs["decision_threshold"] == 0.8 and decisions.attrs["bootstrap_resamples"] == 100
     assert decisions.sizes["class"] == 2 and decisions.sizes["traj"] == 80
+    for name in ("decision_time_median", "decision_time_ci_low", "decision_time_ci_high", "entropy_rate_peak_time",
+                 "entropy_rate_peak_time_ci_low", "entropy_rate_peak_time_ci_high"):
+        assert summary[name].dims == ("class",)
+        np.testing.assert_array_equal(summary[name], decisions[name])
+    assert summary.attrs["decision_threshold"] == 0.8
+    # the median decision time lies inside its bootstrap interval, and the interval on the time grid
+    assert np.all(summary["decision_time_ci_low"] <= summary["decision_time_median"])
+    assert np.all(summary["decision_time_median"] <= summary["decision_time_ci_high"])
     convergence = xr.open_dataset(res / "convergence.nc")
     assert convergence["steps"].values.tolist() == [10, 25, 100]
     for s in STUDIES:

@@ -113,6 +113,13 @@ def _check_schedule(spec: dict, key: str) -> None:
         raise ConfigError(f"{key}.sampling.steps: {steps} exceeds schedule.T = {sched['T']} (rule: steps <= T)")
 
 
+def _check_sampling_kernel(spec: dict, key: str) -> None:
+    sampling = spec["sampling"]
+    if "eta" in sampling and sampling["kernel"] != "ddim":
+        raise ConfigError(f"{key}.sampling.eta: applies to kernel ddim only, the kernel is {sampling['kernel']!r} "
+                          "(rule: unused-key)")
+
+
 def _check_gmm(spec: dict, key: str) -> None:
     mix = spec["mixture"]
     k = len(mix["weights"])
@@ -157,6 +164,7 @@ def validate_config(config: dict, schema: dict) -> dict:
     for name, spec in config["experiments"].items():
         key = f"experiments.{name}"
         _check_schedule(spec, key)
+        _check_sampling_kernel(spec, key)
         if spec["kind"] == "gmm":
             _check_gmm(spec, key)
         else:

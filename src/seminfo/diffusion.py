@@ -1,11 +1,14 @@
-"""The reverse (generative) chain on a respaced grid: per-step coefficients in float64 and the DDPM mean.
+"""The reverse (generative) chain on a respaced grid: per-step coefficients in float64, the DDPM and DDIM means.
 
 Step ``i`` (i = 1 … S) goes from ``times[i]`` to ``times[i-1]``. On a respaced grid its beta is recomputed
 from alpha_bar, ``beta_i = 1 - alpha_bar[times[i]] / alpha_bar[times[i-1]]`` (Nichol & Dhariwal 2021, §4).
+Both means are affine in (x_t, eps); ``mean_coefficients`` gives that form for any chain, and
+``sampler_chain`` builds the chain a config's ``sampling`` section asks for (both experiment kinds).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +24,8 @@ __all__ = [
     "ddim_sigma",
     "ddim_mean",
     "ddim_chain",
+    "mean_coefficients",
+    "sampler_chain",
 ]
 
 
@@ -124,3 +129,35 @@ def ddim_chain(schedule: Schedule, steps: int, eta: float) -> ReverseChain:
     base = reverse_chain(schedule, steps, "small")
     sigma = ddim_sigma(base.alpha_bar[1:], base.alpha_bar[:-1], eta)
     return ReverseChain(base.times, base.alpha_bar, base.beta, base.beta_tilde, sigma, "ddim")
+
+
+def mean_coefficients(chain: ReverseChain, i: int) -> tuple[float, float]:
+    """(a, b) with the mean of step i (times[i] -> times[i-1]) of ``chain`` = ``a * x_t + b * eps``, in float64.
+
+    'small' / 'large': ``ddpm_mean`` (Ho et al. 2020, eq. 11), a = 1 / sqrt(1 - beta),
+    b = -beta / sqrt(1 - ab_t) / sqrt(1 - beta). 'ddim': ``ddim_mean`` (Song et al. 2021, eq. 12) with x̂_0
+    expanded, a = sqrt(ab_s / ab_t), b = sqrt(max(1 - ab_s - sigma^2, 0)) - sqrt(ab_s (1 - ab_t) / ab_t).
+    Two classes' means at the same x_t differ by ``b * (eps_c - eps_s)``.
+    """
+    ab_t, ab_s = float(chain.alpha_bar[i]), float(chain.alpha_bar[i - 1])
+    if chain.variance == "ddim":
+        sigma = float(chain.sigma[i - 1])
+        b = math.sqrt(max(1.0 - ab_s - sigma**2, 0.0)) - math.sqrt(ab_s * (1.0 - ab_t) / ab_t)
+        return math.sqrt(ab_s / ab_t), b
+    beta = float(chain.beta[i - 1])
+    a = 1.0 / math.sqrt(1.0 - beta)
+    return a, -float(ddpm_mean_shift(ab_t, beta)) * a
+
+
+def sampler_chain(schedule: Schedule, sampling: dict) -> ReverseChain:
+    """The reverse chain a ``sampling`` config section samples with, for both experiment kinds.
+
+    ``kernel: ddim``: DDIM with sigma = eta sqrt(beta_tilde) (``eta`` default 1; ``variance`` is ignored). Any
+    other kernel ('ddpm' or absent; the gmm-only 'exact', which uses the chain's grid only): the respaced DDPM
+    chain with the configured ``variance`` (default 'small').
+    """
+    if sampling.get("kernel") == "ddim":
+        return ddim_chain(schedule, sampling["steps"], sampling.get("eta", 1.0))
+    if "eta" in sampling:
+        raise ValueError(f"sampling.eta applies to kernel 'ddim' only, the kernel is {sampling.get('kernel')!r}")
+    return reverse_chain(schedule, sampling["steps"], sampling.get("variance", "small"))

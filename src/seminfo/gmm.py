@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .diffusion import ReverseChain, ddim_chain, ddim_mean, ddpm_mean, reverse_chain
+from .diffusion import ReverseChain, ddim_mean, ddpm_mean, sampler_chain  # sampler_chain: re-exported
 from .posterior import entropy_bits, log_normal, normalize_log, partition_log_posterior
 
 __all__ = [
@@ -108,16 +108,6 @@ def ddim_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float, sigma: float):
     return mean, np.full(mix.K, sigma**2)
 
 
-def sampler_chain(schedule, sampling: dict) -> ReverseChain:
-    """The reverse chain a gmm ``sampling`` config samples with: DDIM (``kernel: ddim``, sigma from ``eta``,
-    default 1) or the respaced DDPM chain with the configured variance."""
-    if sampling.get("kernel") == "ddim":
-        return ddim_chain(schedule, sampling["steps"], sampling.get("eta", 1.0))
-    if "eta" in sampling:
-        raise ValueError(f"sampling.eta applies to kernel 'ddim' only, the kernel is {sampling.get('kernel')!r}")
-    return reverse_chain(schedule, sampling["steps"], sampling.get("variance", "small"))
-
-
 def _step_kernel(mix: Mixture, chain: ReverseChain, kernel: str, i: int, x_t):
     """Kernel of step i (from chain.times[i] to chain.times[i-1]) of the requested type."""
     ab_t, ab_s = chain.alpha_bar[i], chain.alpha_bar[i - 1]
@@ -127,7 +117,7 @@ def _step_kernel(mix: Mixture, chain: ReverseChain, kernel: str, i: int, x_t):
         return ddpm_kernel(mix, x_t, ab_t, chain.beta[i - 1], chain.sigma[i - 1])
     if kernel == "ddim":
         if chain.variance != "ddim":
-            raise ValueError("kernel 'ddim' needs a chain from diffusion.ddim_chain (gmm.sampler_chain), got a "
+            raise ValueError("kernel 'ddim' needs a chain from diffusion.ddim_chain (or sampler_chain), got a "
                              f"chain with variance {chain.variance!r}")
         return ddim_kernel(mix, x_t, ab_t, ab_s, chain.sigma[i - 1])
     raise ValueError(f"kernel must be 'exact', 'ddpm' or 'ddim', got {kernel!r}")

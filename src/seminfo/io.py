@@ -79,8 +79,12 @@ def write_netcdf(ds: xr.Dataset, path) -> None:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
 
 
-def open_checked(path, config_hash: str | None = None, required=()) -> xr.Dataset:
-    """Load a NetCDF file fully, checking that it belongs to the experiment and holds finite numbers."""
+def open_checked(path, config_hash: str | None = None, required=(), nan_allowed=()) -> xr.Dataset:
+    """Load a NetCDF file fully, checking that it belongs to the experiment and holds finite numbers.
+
+    ``nan_allowed`` names variables in which NaN marks a missing value (e.g. an undecided trajectory's decision
+    time); inf is refused there too.
+    """
     path = Path(path)
     try:
         with xr.open_dataset(path, engine="netcdf4") as ds:
@@ -98,6 +102,11 @@ def open_checked(path, config_hash: str | None = None, required=()) -> xr.Datase
     if missing:
         raise InputError(f"{path}: lacks variables {missing}")
     for name, var in ds.data_vars.items():
-        if var.dtype.kind == "f" and not np.isfinite(var.values).all():
+        if var.dtype.kind != "f":
+            continue
+        values = var.values
+        if name in nan_allowed:
+            values = values[~np.isnan(values)]
+        if not np.isfinite(values).all():
             raise InputError(f"{path}: variable {name!r} holds NaN or inf values")
     return ds

@@ -29,6 +29,7 @@ __all__ = [
     "gmm_sample",
     "gmm_posterior",
     "aggregate",
+    "summarize",
     "plots",
 ]
 
@@ -175,7 +176,7 @@ def gmm_exact_curves(spec: dict, alpha_bar, names) -> dict:
 
 
 def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
-    """Concatenate per-shard posteriors and build summary.nc (rule aggregate)."""
+    """Concatenate per-shard posteriors and build the profiles, profiles.nc (rule aggregate)."""
     config_hash = experiment_hash(spec)
     traj = concat_shards([open_checked(p, config_hash, required=("entropy", "label")) for p in posteriors])
     exact = None
@@ -195,6 +196,58 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
                  "(where SEM > 1e-6 bit)", float(diff.max()), float(z.max()))
     write_netcdf(ds, summary)
     log.info("wrote %s", summary)
+
+
+# What summary.nc takes from each study file: its variables on these dimensions (not the per-trajectory ones),
+# and these global attributes, renamed where the name alone would not say which study it belongs to.
+STUDY_MERGE = {
+    "decisions": {
+        "dims": ("class", "partition"),
+        "attrs": {"decision_threshold": None, "bootstrap_resamples": None, "bootstrap_seed": None,
+                  "confidence": "decision_confidence", "posterior_source": "decision_posterior_source",
+                  "speciation_eigenvalue": None, "speciation_ou_time": None, "speciation_time": None,
+                  "speciation_note": None, "marginal_entropy_rate_peak_time": None,
+                  "marginal_entropy_rate_peak_source": None, "marginal_peak_minus_speciation": None},
+        "nan_allowed": ("decision_time", "decision_time_median", "decision_time_ci_low", "decision_time_ci_high"),
+    },
+    "immse": {
+        "dims": ("time",),
+        "attrs": {"estimator": "immse_estimator", "denoisers": "immse_denoisers",
+                  "samples_per_class": "immse_samples_per_class", "points": "immse_points", "seed": "immse_seed",
+                  "discrepancy_max_abs_bits": "immse_discrepancy_max_abs_bits",
+                  "discrepancy_argmax_time": "immse_discrepancy_argmax_time",
+                  "discrepancy_mean_abs_bits": "immse_discrepancy_mean_abs_bits",
+                  "agreement_tolerance_bits": "immse_agreement_tolerance_bits",
+                  "agreement_from_time": "immse_agreement_from_time", "immse_max_se_bits": None,
+                  "immse_max_abs_error_vs_exact_bits": None, "trajectory_max_abs_error_vs_exact_bits": None},
+        "nan_allowed": (),
+    },
+}
+
+
+def summarize(spec: dict, experiment: str, profiles, output, studies: dict | None = None) -> None:
+    """summary.nc: the profiles with the per-class and per-time results of the studies (rule summarize).
+
+    ``studies`` maps a study name of ``STUDY_MERGE`` ('decisions', 'immse') to its file. Their per-trajectory
+    and per-grid-point variables stay in the study files.
+    """
+    config_hash = experiment_hash(spec)
+    out = open_checked(profiles, config_hash, required=("entropy", "prior"))
+    for name, path in (studies or {}).items():
+        rule = STUDY_MERGE[name]
+        ds = open_checked(path, config_hash, nan_allowed=rule["nan_allowed"])
+        for dim in set(rule["dims"]) & set(ds.dims):
+            if dim in out.dims and not np.array_equal(ds[dim].values, out[dim].values):
+                raise InputError(f"{path}: its {dim!r} coordinate differs from {profiles}'s")
+        taken = [v for v, var in ds.data_vars.items() if var.dims and set(var.dims) <= set(rule["dims"])]
+        clash = sorted(set(taken) & set(out.data_vars))
+        if clash:
+            raise InputError(f"{path}: variables {clash} are already in {profiles}")
+        out = out.assign({v: ds[v].variable for v in taken})  # values and attrs; the coordinates stay the profiles'
+        out.attrs.update({new or old: ds.attrs[old] for old, new in rule["attrs"].items() if old in ds.attrs})
+        log.info("%s: took %d variables from %s", name, len(taken), path)
+    write_netcdf(out, output)
+    log.info("wrote %s", output)
 
 
 def plots(summary, outputs, samples=None, dpi: int = 150) -> None:

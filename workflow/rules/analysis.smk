@@ -1,11 +1,12 @@
-# Aggregation into summary.nc and figures; shared by every experiment kind.
+# Aggregation into profiles.nc (merged into summary.nc by rule summarize) and figures; shared by every experiment
+# kind.
 
 
 rule aggregate:
     input:
         posterior_files,
     output:
-        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
     log:
         f"{RESULTS}/{{experiment}}/logs/aggregate.log",
     params:
@@ -18,7 +19,7 @@ rule aggregate:
 
 rule plot_profiles:
     input:
-        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
     output:
         report(
             expand(
@@ -40,7 +41,7 @@ rule plot_profiles:
 
 rule plot_partitions:
     input:
-        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
     output:
         report(
             f"{RESULTS}/{{experiment}}/figures/partitions.png",

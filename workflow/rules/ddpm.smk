@@ -84,7 +84,7 @@ rule ddpm_collect:
 
 rule plot_images:
     input:
-        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
         samples=f"{RESULTS}/{{experiment}}/samples.nc",
     output:
         report(
@@ -106,7 +106,7 @@ rule plot_images:
 
 rule ddpm_quality:
     input:
-        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
         samples=f"{RESULTS}/{{experiment}}/samples.nc",
         trajectories=f"{RESULTS}/{{experiment}}/trajectories.nc",
     output:

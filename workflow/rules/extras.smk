@@ -1,7 +1,8 @@
 # Studies beyond the paper: I-MMSE cross-estimate, decision statistics with the speciation time, and step
-# convergence. Each study is one job that writes its own file beside summary.nc (immse.nc, decisions.nc,
-# convergence.nc) and draws its figure from it (one job rather than two keeps the default run short); the optional
-# config sections `immse:` and `convergence:` and the analysis keys are documented in the schema.
+# convergence. Each study is one job that writes its own file (immse.nc, decisions.nc, convergence.nc) and draws
+# its figure from it (one job rather than two keeps the default run short); the optional config sections `immse:`
+# and `convergence:` and the analysis keys are documented in the schema. Rule summarize then merges the profiles
+# with the per-class and per-time results of the studies into summary.nc.
 
 
 include: "extras_common.smk"
@@ -38,7 +39,7 @@ rule immse:
 
 rule decisions:
     input:
-        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
         source=decisions_source,
     output:
         data=f"{RESULTS}/{{experiment}}/decisions.nc",
@@ -57,6 +58,21 @@ rule decisions:
         "../envs/seminfo.yaml"
     script:
         "../scripts/decisions.py"
+
+
+rule summarize:
+    input:
+        unpack(summary_inputs),
+    output:
+        summary=f"{RESULTS}/{{experiment}}/summary.nc",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/summarize.log",
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/summarize.py"
 
 
 rule convergence:

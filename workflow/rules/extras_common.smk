@@ -37,9 +37,18 @@ def extra_targets():
 
 
 def immse_inputs(w):
-    inputs = {"summary": f"{RESULTS}/{w.experiment}/summary.nc"}
+    inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc"}
     if spec(w.experiment)["kind"] == "ddpm":
         inputs["model"] = f"{RESULTS}/{w.experiment}/model/model.safetensors"
+    return inputs
+
+
+def summary_inputs(w):
+    """The profiles and the study files summary.nc takes variables from (seminfo.stages.STUDY_MERGE)."""
+    inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc",
+              "decisions": f"{RESULTS}/{w.experiment}/decisions.nc"}
+    if w.experiment in immse_experiments():
+        inputs["immse"] = f"{RESULTS}/{w.experiment}/immse.nc"
     return inputs
 
 

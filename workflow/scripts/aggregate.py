@@ -2,4 +2,4 @@ from seminfo.stages import aggregate
 from seminfo.workflow import run
 
 run(snakemake, aggregate, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,
-    posteriors=list(snakemake.input), summary=snakemake.output.summary)
+    posteriors=list(snakemake.input), summary=snakemake.output.profiles)

@@ -1,5 +1,5 @@
 from seminfo.stages import plots
 from seminfo.workflow import run
 
-run(snakemake, plots, summary=snakemake.input.summary, outputs=list(snakemake.output),
+run(snakemake, plots, summary=snakemake.input.profiles, outputs=list(snakemake.output),
     samples=snakemake.input.get("samples"), dpi=snakemake.params.plots["dpi"])

@@ -1,15 +1,26 @@
-"""Ancestral sampling of a class-conditional DDPM with the online Bayes increments of every step.
+"""Ancestral sampling of a class-conditional DDPM (or DDIM, eta > 0) with the online Bayes increments of every step.
 
-One call advances all its trajectories together. Each step i = S … 1 (from ``times[i]`` to ``times[i-1]``):
+One call advances all its trajectories together. Each step i = S … 1 (from ``times[i]`` to ``times[i-1]``) has a
+mean affine in the state and the noise prediction, mu_c = a x_t + b eps_c (``seminfo.diffusion.mean_coefficients``:
+the DDPM mean for the 'small' and 'large' chains, the DDIM mean for a chain from ``ddim_chain``), and a standard
+deviation sigma shared by all classes:
 
 1. Evaluate eps for the planned (trajectory, class) pairs, in chunks of ``eval_batch`` images: all K
    classes of every trajectory, or, with pruning, those not yet decided against. This is the only work
    that grows with K, and the step where the time goes.
 2. Bayes increment of every evaluated class: with the step actually taken, x_t' = mu_own + sigma z,
-   delta_c = mu_own - mu_c = (k / sqrt(alpha)) (eps_c - eps_own), and the class-dependent part of
+   delta_c = mu_own - mu_c = -b (eps_c - eps_own), and the class-dependent part of
    log N(x_t'; mu_c, sigma^2 I) (``seminfo.posterior.shared_variance_increment``), in float64. The step to
    t = 0 with sigma = 0 is not a Bayes step and needs only the trajectory's own class.
-3. Move: x <- mu_own + sigma z, the state in float64 (the network sees float32).
+3. Move: x <- a x + b eps_own + sigma z, the state in float64 (the network sees float32).
+
+What the posterior is. Ancestral DDPM with the model's own kernels (and DDIM with eta = 1, the same chain) is the
+time reversal of the forward process, under which the path above x_t carries no information about c beyond x_t:
+the online update gives P(c | x_t). DDIM with eta < 1 is still a Gaussian Markov chain with class-dependent means
+and a shared sigma, so Bayes' rule applies step by step, but it is not that time reversal (its x_t keeps the
+forward marginal as the steps get finer; the joint law of the path does not): given x_t, the states above it still
+depend on c. The update then gives P(c | x_t, x_{t+1}, …, x_T), the posterior given the whole path so far, whose
+mean entropy is at most the sampler's H(c | x_t) (conditioning on more cannot raise entropy) and lower in practice.
 
 Noise is counter-based (``seminfo.ddpm.noise``): trajectory n's draw at step i is a function of
 (seed, global index n, i) alone, so a trajectory's result does not depend on the shard or batch it runs in
@@ -27,10 +38,10 @@ Error bound. The pruned posterior is the exact one conditioned on c not being a 
 Q_t(j) = P_t(j) / (1 - eps_t) for the kept classes, where eps_t = sum of P_t(c) over the dropped c is the mass
 the exact posterior would still give them. So ||Q_t - P_t||_TV = eps_t, and no probability moves by more
 than eps_t. The trajectory is drawn from class k's kernel, under which every likelihood ratio
-N(x'; mu_c, s^2 I) / N(x'; mu_k, s^2 I) has mean 1: the exact odds O_t(c:k) = P_t(c) / P_t(k) are a
-non-negative martingale along the trajectory. With t_c the step at which c was dropped (a stopping time,
-O_{t_c} < e^theta), for every later t: E[P_t(c)] <= E[O_t(c:k)] <= e^theta, and with at most K - 1 classes
-dropped
+N(x'; mu_c, s^2 I) / N(x'; mu_k, s^2 I) has mean 1 (DDPM and DDIM alike): the exact odds
+O_t(c:k) = P_t(c) / P_t(k) are a non-negative martingale along the trajectory. With t_c the step at which c was
+dropped (a stopping time, O_{t_c} < e^theta), for every later t: E[P_t(c)] <= E[O_t(c:k)] <= e^theta, and with
+at most K - 1 classes dropped
 
     E[eps_t] <= (K - 1) e^theta,   and   Pr(sup_t eps_t >= a) <= (K - 1) e^theta / a   (Ville's inequality).
 
@@ -53,7 +64,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..diffusion import ReverseChain, ddpm_mean_shift
+from ..diffusion import ReverseChain, mean_coefficients
 from ..posterior import shared_variance_increment
 from .noise import check_indices, normal
 
@@ -218,6 +229,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
                         stats: dict | None = None) -> TrajectoryBatch:
     """Sample trajectories of the given classes and record the per-step log-likelihood increments.
 
+    chain                DDPM ('small' / 'large') or DDIM chain (``seminfo.diffusion.sampler_chain``)
     labels               (N,) class of each trajectory
     indices              (N,) global trajectory indices (key the per-trajectory noise)
     examples             boolean mask (N,) of trajectories whose predicted x_0 is snapshotted for figures
@@ -265,7 +277,8 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
 
     x = normal(seed, indices, 0, D, device=dev)  # x_T ~ N(0, I), float64 state
     for i in range(S, 0, -1):
-        ab_t, beta, sigma = float(chain.alpha_bar[i]), float(chain.beta[i - 1]), float(chain.sigma[i - 1])
+        ab_t, sigma = float(chain.alpha_bar[i]), float(chain.sigma[i - 1])
+        a, b = mean_coefficients(chain, i)
         bayes = i > start
         if not bayes:
             rows, classes, flat, own_pos = _plan(own_flat, own_flat, K)
@@ -275,11 +288,10 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
         # 1. eps of the planned pairs; the own class's is the one that moves the trajectory.
         eps = eps_fn(x.float(), int(chain.times[i]), rows, classes, once=not bayes)
         eps_own = eps.index_select(0, own_pos).double()
-        shift = float(ddpm_mean_shift(ab_t, beta))
         z = normal(seed, indices, i, D, device=dev) if sigma > 0 else None
         if bayes:
-            # 2. delta_c = mu_own - mu_c = shift / sqrt(alpha) (eps_c - eps_own), exact in float64.
-            delta = (shift / math.sqrt(1.0 - beta)) * (eps.double() - eps_own.index_select(0, rows))
+            # 2. delta_c = mu_own - mu_c = -b (eps_c - eps_own), exact in float64.
+            delta = -b * (eps.double() - eps_own.index_select(0, rows))
             pair_inc = shared_variance_increment(delta[:, None, :], z.index_select(0, rows), sigma)[:, 0]
             inc = torch.full((N * K,), PRUNED, dtype=torch.float64, device=dev)
             inc[flat] = pair_inc
@@ -293,7 +305,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
             x0 = (x[example_rows] - math.sqrt(1.0 - ab_t) * eps_own[example_rows]) / math.sqrt(ab_t)
             snapshots[:, int(np.flatnonzero(snaps == i)[0])] = x0.float()
         # 3. the step with the trajectory's own kernel.
-        x = (x - shift * eps_own) / math.sqrt(1.0 - beta)
+        x = a * x + b * eps_own
         if z is not None:
             x = x + sigma * z
         bar.update(N)

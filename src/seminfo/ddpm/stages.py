@@ -14,7 +14,7 @@ import torch
 import xarray as xr
 
 from ..config import experiment_hash
-from ..diffusion import reverse_chain
+from ..diffusion import sampler_chain
 from ..io import open_checked, provenance, write_netcdf
 from ..posterior import online_log_posterior
 from ..stages import class_layout, concat_shards, resolve_partitions, schedule_from_spec, trajectory_dataset
@@ -64,6 +64,15 @@ def check_model_matches(spec: dict, record: dict, path) -> None:
         raise CheckpointError(f"{path}: trained with schedule {record.get('schedule')}, the config has {sched}")
 
 
+def _ddim_attrs(sampling: dict) -> dict:
+    """eta of a DDIM run, and for eta < 1 what its posterior is (see ``seminfo.ddpm.sample``)."""
+    if sampling.get("kernel") != "ddim":
+        return {}
+    eta = float(sampling.get("eta", 1.0))
+    note = {"note": "DDIM with eta < 1: the posterior is P(c | the path so far), not P(c | x_t)"} if eta < 1 else {}
+    return {"eta": eta} | note
+
+
 def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) -> None:
     """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample)."""
     s = spec["sampling"]
@@ -72,7 +81,7 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     check_model_matches(spec, record, model_path)
     K = record["num_classes"]
     names = record.get("class_names") or [str(k) for k in range(K)]
-    chain = reverse_chain(schedule_from_spec(spec), s["steps"], s["variance"])
+    chain = sampler_chain(schedule_from_spec(spec), s)
     labels, members = class_layout(K, s["trajectories_per_class"])
     idx = shard_indices(labels.size, s["shards"], shard)
     log.info("shard %d/%d: %d trajectories x %d steps x %d classes on %s", shard, s["shards"], idx.size,
@@ -88,7 +97,8 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     start = chain.posterior_start
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": spec["schedule"]["T"], "seed": s["seed"], "shard": shard, "shards": s["shards"],
-    }
+        "kernel": s.get("kernel", "ddpm"),
+    } | _ddim_attrs(s)
     ds = xr.Dataset(
         {
             "increment": (("traj", "step", "class"), out.increments,

@@ -1,0 +1,6 @@
+from seminfo.stages import summarize
+from seminfo.workflow import run
+
+studies = {name: path for name, path in snakemake.input.items() if name != "profiles"}
+run(snakemake, summarize, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,
+    profiles=snakemake.input.profiles, output=snakemake.output.summary, studies=studies)
