@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from seminfo import bench
-from seminfo.ddpm.model import ClassConditionalUNet
 from seminfo.ddpm.sample import sample_trajectories
 from seminfo.diffusion import reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
@@ -15,17 +14,6 @@ from seminfo.schedules import make_schedule
 
 KEYS = {"evals_per_s", "naive_evals_per_s", "speedup_vs_naive", "model_fraction", "matmul_peak_gflops",
         "achieved_gflops", "fraction_of_peak", "entropy_max_abs_diff_bits", "peak_rss_mb", "device"}
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    arch = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [], "mid_attention": False,
-            "attention_head_dim": None, "dropout": 0.0, "norm_num_groups": 4}
-    model = ClassConditionalUNet(arch, (1, 8, 8), 4).eval()
-    with torch.no_grad():
-        model.unet.class_embedding.weight.mul_(3.0)
-    return model
 
 
 def test_dry_run_prints_the_resolved_options(capsys):
@@ -39,20 +27,20 @@ def test_dry_run_prints_the_resolved_options(capsys):
     assert opts["prune_log_threshold"] is None and opts["rss_steps"] == []
 
 
-def test_naive_loop_walks_the_same_trajectories(tiny):
+def test_naive_loop_walks_the_same_trajectories(decisive_unet):
     """The naive loop (one forward per class, diffusers' step arithmetic, fp32) and the fast path agree."""
     chain = reverse_chain(make_schedule("linear", 1000), 12, "small")
     labels, idx = bench.workload(12, 4)
-    h_naive = bench.naive_sample(tiny, chain, labels, idx, 0, 4, torch.device("cpu"))
-    out = sample_trajectories(tiny, chain, labels, idx, 0, 4, eval_batch=16, progress=False)
+    h_naive = bench.naive_sample(decisive_unet, chain, labels, idx, 0, 4, torch.device("cpu"))
+    out = sample_trajectories(decisive_unet, chain, labels, idx, 0, 4, eval_batch=16, progress=False)
     h_fast = entropy_bits(online_log_posterior(np.full((12, 4), np.log(0.25)), out.increments))
     assert h_naive.shape == h_fast.shape
     assert np.abs(h_naive - h_fast).max() < 1e-3
     assert h_fast[:, 0].mean() < 1.9  # the posterior moved, so the comparison means something
 
 
-def test_benchmark_prints_one_json_line_last(tiny, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "build_model", lambda *a, **k: (tiny, "tiny"))
+def test_benchmark_prints_one_json_line_last(decisive_unet, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "build_model", lambda *a, **k: (decisive_unet, "tiny"))
     monkeypatch.setattr(bench, "matmul_peak_gflops", lambda dtype, device: 100.0)
     monkeypatch.setattr(bench, "rss_at", lambda args, steps: {"steps": steps, "peak_rss_mb": 1.0})
     argv = ["--classes", "4", "--trajectories", "8", "--steps", "6", "--repeats", "1", "--eval-batch", "16",

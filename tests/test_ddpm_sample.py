@@ -5,7 +5,6 @@ import pytest
 import torch
 
 from seminfo import gmm
-from seminfo.ddpm.model import ClassConditionalUNet
 from seminfo.ddpm.sample import sample_trajectories, snapshot_indices
 from seminfo.diffusion import ddim_chain, reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
@@ -116,14 +115,6 @@ def test_ddim_path_posterior_is_calibrated_below_the_exact_entropy_and_matches_t
         assert np.all(np.abs(a.mean(0) - b.mean(0)) <= 4 * se + 1e-9), k  # (iii)
 
 
-@pytest.fixture(scope="module")
-def tiny_unet():
-    torch.manual_seed(0)
-    arch = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [], "mid_attention": False,
-            "attention_head_dim": None, "dropout": 0.0, "norm_num_groups": 4}
-    return ClassConditionalUNet(arch, (1, 8, 8), 4).eval()
-
-
 def test_shards_and_batches_do_not_change_results(tiny_unet):
     chain = reverse_chain(make_schedule("linear", 100), 12, "small")
     labels = np.repeat(np.arange(4), 6)
@@ -156,18 +147,6 @@ def class_entropy(out, labels, K):
     log_post = online_log_posterior(np.full((labels.size, K), -np.log(K)), out.increments)
     h = entropy_bits(log_post)
     return np.stack([h[labels == k].mean(0) for k in range(K)])
-
-
-@pytest.fixture(scope="module")
-def decisive_unet():
-    """The tiny UNet with its class embeddings scaled up, so that trajectories separate the classes."""
-    torch.manual_seed(0)
-    arch = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [], "mid_attention": False,
-            "attention_head_dim": None, "dropout": 0.0, "norm_num_groups": 4}
-    model = ClassConditionalUNet(arch, (1, 8, 8), 4).eval()
-    with torch.no_grad():
-        model.unet.class_embedding.weight.mul_(3.0)
-    return model
 
 
 def test_pruned_runs_do_not_depend_on_shards(decisive_unet):

@@ -109,13 +109,18 @@ def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, repeats: int = 
     return best
 
 
+def _probe_inputs(model, device: torch.device, batch: int):
+    """A batch of (x, t, label) to count a network's FLOPs on."""
+    x = torch.randn((batch, *model.image_shape), device=device)
+    t = torch.full((batch,), 500, device=device, dtype=torch.long)
+    return x, t, torch.zeros(batch, device=device, dtype=torch.long)
+
+
 def flops_per_eval(model, device: torch.device, batch: int = 4) -> float:
     """FLOPs of one class-conditional network evaluation (matmuls, convolutions, attention)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn((batch, *model.image_shape), device=device)
-    t = torch.full((batch,), 500, device=device, dtype=torch.long)
-    y = torch.zeros(batch, device=device, dtype=torch.long)
+    x, t, y = _probe_inputs(model, device, batch)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         model(x, t, y)
     return counter.get_total_flops() / batch
@@ -125,9 +130,7 @@ def training_flops_per_image(model, device: torch.device, batch: int = 4) -> flo
     """FLOPs of one training example: forward and backward of the MSE loss."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    x = torch.randn((batch, *model.image_shape), device=device)
-    t = torch.full((batch,), 500, device=device, dtype=torch.long)
-    y = torch.zeros(batch, device=device, dtype=torch.long)
+    x, t, y = _probe_inputs(model, device, batch)
     model.train()
     with FlopCounterMode(display=False) as counter:
         torch.nn.functional.mse_loss(model(x, t, y), x).backward()

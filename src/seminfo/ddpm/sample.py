@@ -64,7 +64,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..diffusion import ReverseChain, mean_coefficients
+from ..diffusion import ReverseChain, mean_coefficients, predict_x0
 from ..posterior import shared_variance_increment
 from .noise import check_indices, normal
 
@@ -302,7 +302,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
                 active &= log_odds >= prune_log_threshold
             increments[:, i - 1 - start] = inc
         if i in snaps and example_rows.numel():
-            x0 = (x[example_rows] - math.sqrt(1.0 - ab_t) * eps_own[example_rows]) / math.sqrt(ab_t)
+            x0 = predict_x0(x[example_rows], eps_own[example_rows], ab_t)
             snapshots[:, int(np.flatnonzero(snaps == i)[0])] = x0.float()
         # 3. the step with the trajectory's own kernel.
         x = a * x + b * eps_own
