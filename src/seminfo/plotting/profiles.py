@@ -1,0 +1,235 @@
+"""Figures of the information profiles of summary.nc: entropies, rates, the rate heat map, binary decisions,
+and posteriors along example trajectories."""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+
+from .style import (_BAND_ALPHA, _EXACT, _HEATMAP_CMAP, _PARTITION_CMAP, _class_handles, _class_labels, _label,
+                    _limits, _max_entropy, _mc, _outside_legend, _partition_titles, _peak, _speciation_line,
+                    _style_handles, _styled, _t, _time_axis, _values, class_colors)
+
+
+@_styled
+def plot_entropy(ds: xr.Dataset) -> Figure:
+    """Per-class conditional entropy H_k(t) ± 2 SEM, the marginal H(c|x_t) in black, and I(c; x_t) beside it.
+
+    Exact curves (``entropy_exact``, ``entropy_marginal_exact``) are overlaid dashed when present. Data lines carry
+    gids ``mc:<class>``, ``exact:<class>``, ``marginal`` and ``marginal:exact``.
+    """
+    labels, colors, t = _class_labels(ds), class_colors(ds.sizes["class"]), _t(ds)
+    has_mi = "mutual_information" in ds
+    fig = Figure(figsize=(7.6 if has_mi else 6.2, 3.5), layout="constrained")
+    if has_mi:
+        ax, ax_mi = fig.subplots(1, 2, width_ratios=(1.7, 1.0))
+    else:
+        ax, ax_mi = fig.subplots(), None
+
+    h = _values(ds["entropy"], "class", "time")
+    sem = _values(ds["entropy_sem"], "class", "time") if "entropy_sem" in ds else None
+    exact = _values(ds["entropy_exact"], "class", "time") if "entropy_exact" in ds else None
+    for k, (lab, c) in enumerate(zip(labels, colors)):
+        if sem is not None:
+            ax.fill_between(t, h[k] - 2 * sem[k], h[k] + 2 * sem[k], color=c, alpha=_BAND_ALPHA, lw=0)
+        ax.plot(t, h[k], color=c, gid=f"mc:{lab}", **_mc(exact is not None))
+    if exact is not None:
+        for k, (lab, c) in enumerate(zip(labels, colors)):
+            ax.plot(t, exact[k], color=c, gid=f"exact:{lab}", **_EXACT)
+    marginal_label = _label(ds["entropy_marginal"]) if "entropy_marginal" in ds else None
+    if "entropy_marginal" in ds:
+        ax.plot(t, ds["entropy_marginal"].values, color="k", gid="marginal",
+                **_mc("entropy_marginal_exact" in ds, lw=2.0))
+    if "entropy_marginal_exact" in ds:
+        ax.plot(t, ds["entropy_marginal_exact"].values, color="k", gid="marginal:exact", **_EXACT)
+
+    h_max = _max_entropy(ds)
+    ax.set_ylim(0.0, 1.03 * h_max)
+    ax.set_ylabel(_label(ds["entropy"], "entropy"))
+    _time_axis(ax)
+
+    if ax_mi is not None:
+        mi = ds["mutual_information"].values
+        ax_mi.plot(t, mi, color="k", gid="mutual_information", **_mc("entropy_marginal_exact" in ds, lw=2.0))
+        curves = [mi]
+        if "entropy_marginal_exact" in ds:
+            # I(c; x_t) = H(c) - H(c|x_t), and H(c) is the entropy at t = T where the posterior is the prior.
+            hm = ds["entropy_marginal_exact"].values
+            mi_exact = hm[np.argmax(t)] - hm
+            ax_mi.plot(t, mi_exact, color="k", gid="mutual_information:exact", **_EXACT)
+            curves.append(mi_exact)
+        ax_mi.set_ylim(*_limits(*curves, pad=0.03))
+        ax_mi.set_ylabel(_label(ds["mutual_information"], "mutual information"))
+        _time_axis(ax_mi)
+
+    handles = _class_handles(labels, colors)
+    if marginal_label is not None:
+        handles.append(Line2D([], [], color="k", lw=2.0, label="all classes"))
+    if sem is not None:
+        handles.append(Patch(color="0.5", alpha=0.35, lw=0, label="± 2 SEM"))
+    _outside_legend(fig, handles + _style_handles(exact is not None))
+    return fig
+
+
+@_styled
+def plot_entropy_rate(ds: xr.Dataset) -> Figure:
+    """Per-class entropy rate dH_k/dt, the paper's main view, with each class's peak marked.
+
+    Positive where generation produces information. Exact rates (``entropy_rate_exact``) are dashed. Data lines
+    carry gids ``mc:<class>`` and ``exact:<class>``; the peak markers are one scatter collection.
+    """
+    labels, colors, t = _class_labels(ds), class_colors(ds.sizes["class"]), _t(ds)
+    fig = Figure(figsize=(6.2, 3.5), layout="constrained")
+    ax = fig.subplots()
+
+    rate = _values(ds["entropy_rate"], "class", "time")
+    exact = _values(ds["entropy_rate_exact"], "class", "time") if "entropy_rate_exact" in ds else None
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+    peaks = []
+    for k, (lab, c) in enumerate(zip(labels, colors)):
+        ax.plot(t, rate[k], color=c, gid=f"mc:{lab}", **_mc(exact is not None))
+        peak = _peak(t, rate[k])
+        if peak is not None:
+            peaks.append((*peak, c))
+    if exact is not None:
+        for k, (lab, c) in enumerate(zip(labels, colors)):
+            ax.plot(t, exact[k], color=c, gid=f"exact:{lab}", **_EXACT)
+    if peaks:
+        pt, py, pc = zip(*peaks)
+        ax.scatter(pt, py, s=28, color=pc, edgecolors="white", linewidths=0.9, zorder=4, gid="peaks")
+
+    ax.set_ylim(*_limits(rate, *(() if exact is None else (exact,))))
+    ax.set_ylabel(_label(ds["entropy_rate"], "entropy rate"))
+    _time_axis(ax)
+    handles = _class_handles(labels, colors) + [
+        Line2D([], [], ls="none", marker="o", color="0.3", markeredgecolor="white", label="peak")
+    ]
+    if "speciation_time" in ds.attrs:
+        handles.append(_speciation_line(ax, ds))
+    _outside_legend(fig, handles + _style_handles(exact is not None))
+    return fig
+
+
+@_styled
+def plot_rate_heatmap(ds: xr.Dataset) -> Figure:
+    """Heat map of the entropy rate, one row per class against t/T, with each row's peak ticked in white."""
+    labels, colors, t = _class_labels(ds), class_colors(ds.sizes["class"]), _t(ds)
+    n = len(labels)
+    rate = _values(ds["entropy_rate"], "class", "time")
+    fig = Figure(figsize=(6.4, 1.3 + 0.32 * n), layout="constrained")
+    ax = fig.subplots()
+    ax.grid(False)
+    vmin, vmax = _limits(rate, pad=0.0)
+    mesh = ax.pcolormesh(t, np.arange(n), np.ma.masked_invalid(rate), shading="nearest", cmap=_HEATMAP_CMAP,
+                         vmin=vmin, vmax=vmax, rasterized=True)
+    peaks = [(p[0], k) for k in range(n) if (p := _peak(t, rate[k])) is not None]
+    if peaks:
+        ax.scatter(*zip(*peaks), marker="|", s=90, color="white", linewidths=1.6, zorder=3)
+    ax.set_yticks(np.arange(n), labels)
+    for tick, c in zip(ax.get_yticklabels(), colors):
+        tick.set_color(c)
+        tick.set_fontweight("bold")
+    ax.set_ylim(n - 0.5, -0.5)
+    ax.set_ylabel("class")
+    ax.spines[["top", "right"]].set_visible(True)
+    _time_axis(ax)
+    fig.colorbar(mesh, ax=ax, label=_label(ds["entropy_rate"], "entropy rate", wrap=True), pad=0.02,
+                 aspect=max(8, 3 * n))
+    return fig
+
+
+@_styled
+def plot_partitions(ds: xr.Dataset) -> Figure | None:
+    """Binary-decision entropies H(z|x_t) (top) and their rates (bottom) per partition; None without partitions."""
+    if "partition" not in ds.dims or "partition_entropy" not in ds:
+        return None
+    titles, t = _partition_titles(ds), _t(ds)
+    n = len(titles)
+    colors = [mpl.colormaps[_PARTITION_CMAP](i % 8) for i in range(n)]
+    has_rate = "partition_entropy_rate" in ds
+    fig = Figure(figsize=(6.6, 5.2 if has_rate else 3.3), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(2 if has_rate else 1, 1, sharex=True))
+
+    ax = axes[0]
+    h = _values(ds["partition_entropy"], "partition", "time")
+    sem = _values(ds["partition_entropy_sem"], "partition", "time") if "partition_entropy_sem" in ds else None
+    exact = (_values(ds["partition_entropy_exact"], "partition", "time")
+             if "partition_entropy_exact" in ds else None)
+    for i, (title, c) in enumerate(zip(titles, colors)):
+        if sem is not None:
+            ax.fill_between(t, h[i] - 2 * sem[i], h[i] + 2 * sem[i], color=c, alpha=_BAND_ALPHA, lw=0)
+        ax.plot(t, h[i], color=c, gid=f"mc:{title}", **_mc(exact is not None))
+        if exact is not None:
+            ax.plot(t, exact[i], color=c, gid=f"exact:{title}", **_EXACT)
+    ax.set_ylim(0.0, 1.03)  # a binary decision carries at most one bit
+    ax.set_ylabel(_label(ds["partition_entropy"], "decision entropy", wrap=True))
+    _time_axis(ax, label=not has_rate)
+
+    if has_rate:
+        ax = axes[1]
+        rate = _values(ds["partition_entropy_rate"], "partition", "time")
+        ax.axhline(0.0, color="0.6", lw=0.8, zorder=1)
+        curves = [rate]
+        rate_exact = None
+        if "partition_entropy_rate_exact" in ds:
+            rate_exact = _values(ds["partition_entropy_rate_exact"], "partition", "time")
+        elif exact is not None:
+            rate_exact = np.gradient(exact, t, axis=1)
+        for i, (title, c) in enumerate(zip(titles, colors)):
+            ax.plot(t, rate[i], color=c, gid=f"mc:{title}", **_mc(rate_exact is not None))
+            if rate_exact is not None:
+                ax.plot(t, rate_exact[i], color=c, gid=f"exact:{title}", **_EXACT)
+            peak = _peak(t, rate[i])
+            if peak is not None:
+                ax.scatter(*peak, s=28, color=c, edgecolors="white", linewidths=0.9, zorder=4)
+        if rate_exact is not None:
+            curves.append(rate_exact)
+        ax.set_ylim(*_limits(*curves))
+        ax.set_ylabel(_label(ds["partition_entropy_rate"], "decision entropy rate", wrap=True))
+        _time_axis(ax, arrow=False)
+
+    handles = [Line2D([], [], color=c, lw=2.0, label=title) for title, c in zip(titles, colors)]
+    _outside_legend(fig, handles + _style_handles(exact is not None), title="decision")
+    return fig
+
+
+@_styled
+def plot_examples(ds: xr.Dataset, max_examples: int = 12) -> Figure | None:
+    """Small multiples of P(c|x_t) along single trajectories, as stacked areas in class colours."""
+    if "example_posterior" not in ds:
+        return None
+    labels, colors, t = _class_labels(ds), class_colors(ds.sizes["class"]), _t(ds)
+    post = _values(ds["example_posterior"], "example", "time", "class")[:max_examples]
+    gen = ds["example_label"].values if "example_label" in ds else None
+    n = post.shape[0]
+    ncols = min(n, 4)
+    nrows = -(-n // ncols)
+    fig = Figure(figsize=(1.9 * ncols + 1.2, 1.75 * nrows + 0.5), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)).ravel()
+    for e, ax in enumerate(axes):
+        if e >= n:
+            fig.delaxes(ax)
+            continue
+        ax.grid(False)
+        ax.stackplot(t, np.nan_to_num(post[e].T), colors=colors, lw=0)
+        ax.set_xlim(0.0, 1.0)
+        ax.set_ylim(0.0, 1.0)
+        ax.set_yticks([0, 0.5, 1])
+        ax.spines[["top", "right"]].set_visible(True)
+        if e >= n - ncols:  # lowest panel of its column: show the time ticks that sharex hid
+            ax.xaxis.set_tick_params(labelbottom=True)
+        if gen is not None:
+            k = int(gen[e])
+            ax.set_title(f"generated as {labels[k]}", color=colors[k], fontweight="bold", pad=3)
+        else:
+            ax.set_title(f"example {e}", pad=3)
+    fig.supxlabel("normalised time t/T   (generation runs from t = 1, noise, to t = 0, data)", fontsize=8)
+    fig.supylabel(_label(ds["example_posterior"], "class posterior P(c | x_t)"), fontsize=9)
+    handles = [Patch(color=c, label=lab) for lab, c in zip(labels, colors)]
+    _outside_legend(fig, handles, title="class")
+    return fig
+

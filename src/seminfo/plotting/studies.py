@@ -1,0 +1,217 @@
+"""Figures of the studies beyond the paper: I-MMSE, decision statistics, step convergence."""
+
+from __future__ import annotations
+
+import matplotlib as mpl
+import numpy as np
+import xarray as xr
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from .style import (_BAND_ALPHA, _EXACT, _PARTITION_CMAP, _label, _limits, _outside_legend, _speciation_line,
+                    _styled, _t, _time_axis, class_colors)
+
+
+_IMMSE_COLOR = "#c2185b"
+_TOLERANCE_BITS = 0.1
+
+
+@_styled
+def plot_immse(summary: xr.Dataset, immse: xr.Dataset) -> Figure:
+    """I(c; x_t) from trajectories (black) and from the I-MMSE identity (colour), their difference, and the
+    I-MMSE integrand against log SNR beside the log-SNR derivative of the trajectory estimate.
+
+    Exact curves are dashed (Gaussian mixtures). Data lines carry gids ``trajectory``, ``immse``, ``exact``,
+    ``difference``, ``rate:immse`` and ``rate:trajectory``.
+    """
+    t = _t(summary)
+    fig = Figure(figsize=(10.5, 3.4), layout="constrained")
+    ax, ax_d, ax_g = fig.subplots(1, 3, width_ratios=(1.2, 1.0, 1.0))
+
+    traj = summary["mutual_information"].values
+    mi = immse["mutual_information_immse"].values
+    mi_se = immse["mutual_information_immse_se"].values
+    traj_se = summary["entropy_marginal_sem"].values if "entropy_marginal_sem" in summary else np.zeros_like(traj)
+    ax.fill_between(t, traj - 2 * traj_se, traj + 2 * traj_se, color="k", alpha=_BAND_ALPHA, lw=0)
+    ax.plot(t, traj, color="k", gid="trajectory", label="trajectories (online posterior)")
+    ax.fill_between(t, mi - 2 * mi_se, mi + 2 * mi_se, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0)
+    ax.plot(t, mi, color=_IMMSE_COLOR, gid="immse", label="I-MMSE (forward-noised data)")
+    curves = [traj, mi]
+    if "entropy_marginal_exact" in summary:
+        exact = summary.attrs["prior_entropy_bits"] - summary["entropy_marginal_exact"].values
+        ax.plot(t, exact, color="0.35", gid="exact", label="exact", **_EXACT)
+        curves.append(exact)
+    if "prior_entropy_bits" in summary.attrs:  # no consistent joint of (c, x_t) exceeds it
+        ax.axhline(summary.attrs["prior_entropy_bits"], color="0.6", lw=0.8, ls=":", label="H(c)")
+        curves.append(np.array([summary.attrs["prior_entropy_bits"]]))
+    ax.set_ylim(*_limits(*curves, pad=0.03))
+    ax.set_ylabel(_label(summary["mutual_information"], "mutual information"))
+    ax.legend(loc="upper right")
+    _time_axis(ax)
+
+    diff = immse["mutual_information_difference"].values
+    band = 2 * np.sqrt(mi_se**2 + traj_se**2)
+    ax_d.fill_between(t, diff - band, diff + band, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0, label="± 2 SE")
+    ax_d.plot(t, diff, color=_IMMSE_COLOR, gid="difference")
+    ax_d.axhline(0.0, color="0.6", lw=0.8)
+    for sign in (-1, 1):
+        ax_d.axhline(sign * _TOLERANCE_BITS, color="0.4", lw=0.9, ls="--", zorder=1,
+                     label=f"± {_TOLERANCE_BITS:g} bit" if sign > 0 else None)
+    ax_d.set_ylim(*_limits(diff - band, diff + band, pad=0.08))
+    ax_d.set_ylabel("I-MMSE − trajectories [bit]")
+    ax_d.legend(loc="upper right")
+    _time_axis(ax_d)
+
+    u = immse["point_log_snr"].values
+    g = immse["information_rate_immse"].values
+    g_se = immse["information_rate_immse_se"].values
+    ax_g.fill_between(u, g - 2 * g_se, g + 2 * g_se, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0)
+    ax_g.plot(u, g, color=_IMMSE_COLOR, marker=".", ms=3, gid="rate:immse", label="I-MMSE integrand")
+    log_snr = summary["log_snr"].values
+    finite = np.isfinite(log_snr)
+    order = np.argsort(log_snr[finite])
+    if finite.sum() > 2:
+        # Thinned to about 60 points: differences of a Monte Carlo curve on a fine grid are mostly noise.
+        keep = np.unique(np.linspace(0, finite.sum() - 1, min(60, finite.sum())).round().astype(int))
+        uu, ii = log_snr[finite][order][keep], traj[finite][order][keep]
+        ax_g.plot(uu, np.gradient(ii, uu), color="k", lw=1.0, gid="rate:trajectory", label="dI/dlog SNR, trajectories")
+    ax_g.axhline(0.0, color="0.6", lw=0.8)
+    ax_g.set_xlabel("log SNR = log(ᾱ / (1 − ᾱ))")
+    ax_g.set_ylabel(_label(immse["information_rate_immse"], wrap=True))
+    ax_g.legend(loc="upper left")
+
+    d = immse.attrs.get("discrepancy_max_abs_bits")
+    if d is not None:
+        T = float(summary.attrs.get("T", summary["time"].max()))
+        where = immse.attrs.get("discrepancy_argmax_time", np.nan) / T
+        agree = immse.attrs.get("agreement_from_time", np.nan)
+        text = f"max |I-MMSE − trajectories| = {d:.3g} bit at t/T = {where:.2f}"
+        if np.isfinite(agree):
+            text += f";  within {_TOLERANCE_BITS:g} bit for t/T ≥ {agree / T:.2f}"
+        fig.suptitle(text, fontsize=9)
+    return fig
+
+
+@_styled
+def plot_decisions(decisions: xr.Dataset) -> Figure:
+    """Class-sorted dot/interval chart: median decision time with its 95% bootstrap CI, the interquartile range of
+    the per-trajectory decision times, and the entropy-rate peak with its CI; the speciation time as a line.
+
+    Classes are sorted by median decision time (undecided classes last). Marker collections carry gids
+    ``median``, ``peak`` and ``peak:exact``.
+    """
+    labels = [str(c) for c in decisions["class"].values]
+    K = len(labels)
+    colors = class_colors(K)
+    T = float(decisions.attrs.get("T", 1.0))
+    median = decisions["decision_time_median"].values / T
+    order = np.argsort(np.where(np.isfinite(median), median, np.inf), kind="stable")
+    y = np.empty(K)
+    y[order] = np.arange(K)
+
+    n_rows = K + (decisions.sizes.get("partition", 0) if "partition_rate_peak_time" in decisions else 0)
+    fig = Figure(figsize=(6.8, 1.5 + 0.38 * n_rows), layout="constrained")
+    ax = fig.subplots()
+    dt = decisions["decision_time"].values / T
+    lab = decisions["label"].values
+    for k in range(K):
+        v = dt[(lab == k) & np.isfinite(dt)]
+        if v.size:
+            q1, q3 = np.percentile(v, [25, 75])
+            ax.plot([q1, q3], [y[k] - 0.12] * 2, color=colors[k], lw=1.0, alpha=0.6, solid_capstyle="butt")
+        lo, hi = (decisions[f"decision_time_ci_{s}"].values[k] / T for s in ("low", "high"))
+        ax.plot([lo, hi], [y[k] - 0.12] * 2, color=colors[k], lw=4.0, solid_capstyle="butt")
+        plo, phi = (decisions[f"entropy_rate_peak_time_ci_{s}"].values[k] / T for s in ("low", "high"))
+        ax.plot([plo, phi], [y[k] + 0.18] * 2, color=colors[k], lw=2.0, alpha=0.7, solid_capstyle="butt")
+    ax.scatter(median, y - 0.12, s=34, color=colors, edgecolors="white", linewidths=0.9, zorder=4, gid="median")
+    peak = decisions["entropy_rate_peak_time"].values / T
+    ax.scatter(peak, y + 0.18, s=30, marker="D", facecolors="white", edgecolors=colors, linewidths=1.3, zorder=4,
+               gid="peak")
+    handles = [
+        Line2D([], [], color="0.3", marker="o", markeredgecolor="white", lw=4.0, label="median decision time (95% CI)"),
+        Line2D([], [], color="0.3", lw=1.0, alpha=0.6, label="decision times, interquartile range"),
+        Line2D([], [], color="0.3", marker="D", markerfacecolor="white", lw=2.0, alpha=0.8,
+               label="entropy-rate peak (95% CI)"),
+    ]
+    if "entropy_rate_peak_time_exact" in decisions:
+        exact = decisions["entropy_rate_peak_time_exact"].values / T
+        ax.scatter(exact, y + 0.18, s=40, marker="|", color="k", linewidths=1.4, zorder=5, gid="peak:exact")
+        handles.append(Line2D([], [], ls="none", marker="|", color="k", markersize=8, label="exact entropy-rate peak"))
+    rows = [labels[k] for k in order]
+    if "partition_rate_peak_time" in decisions:
+        # Binary decisions below the classes: their entropy-rate peaks only (no per-trajectory decision times).
+        names = [str(p) for p in decisions["partition"].values]
+        yp = K + np.arange(len(names))
+        ax.axhline(K - 0.5, color="0.7", lw=0.8)
+        ax.scatter(decisions["partition_rate_peak_time"].values / T, yp, s=30, marker="D", facecolors="white",
+                   edgecolors="0.35", linewidths=1.3, zorder=4, gid="partition_peak")
+        if "partition_rate_peak_time_exact" in decisions:
+            ax.scatter(decisions["partition_rate_peak_time_exact"].values / T, yp, s=40, marker="|", color="k",
+                       linewidths=1.4, zorder=5, gid="partition_peak:exact")
+        rows += [f"decision {name}" for name in names]
+    if "speciation_time" in decisions.attrs:
+        handles.append(_speciation_line(ax, decisions))
+    ax.set_yticks(np.arange(len(rows)), rows)
+    for i, tick in enumerate(ax.get_yticklabels()):
+        tick.set_color(colors[order[i]] if i < K else "0.35")
+        tick.set_fontweight("bold" if i < K else "normal")
+    ax.set_ylim(len(rows) - 0.5, -0.5)
+    ax.set_ylabel("class (sorted by decision time)")
+    _time_axis(ax)
+    threshold = decisions.attrs.get("decision_threshold")
+    title = None if threshold is None else f"decided: P(final MAP class) > {threshold:g}\nfrom then on"
+    _outside_legend(fig, handles, title=title)
+    return fig
+
+
+@_styled
+def plot_convergence(conv: xr.Dataset) -> Figure:
+    """Step convergence: H(c | x_t) of every sampler at every step count S against the exact curve (top), and the
+    largest entropy error and the mean posterior error against S (bottom, log-log).
+
+    Lines carry gids ``<sampler>:S=<S>``, ``exact`` and ``error:<sampler>``.
+    """
+    samplers = [str(s) for s in conv["sampler"].values]
+    steps = conv["steps"].values
+    t = np.asarray(conv["t"].values, dtype=float)
+    n = len(samplers)
+    fig = Figure(figsize=(max(6.4, 2.6 * n + 1.4), 5.6), layout="constrained")
+    top = fig.subfigures(2, 1, height_ratios=(1.0, 1.0))
+    axes = np.atleast_1d(top[0].subplots(1, n, sharey=True))
+    step_colors = [mpl.colormaps["viridis"](x) for x in np.linspace(0.0, 0.85, len(steps))]
+    exact = conv["entropy_marginal_exact"].values
+    for a, (ax, sampler) in enumerate(zip(axes, samplers)):
+        for b, S in enumerate(steps):
+            h = conv["entropy_marginal"].values[a, b]
+            ok = np.isfinite(h)
+            ax.plot(t[ok], h[ok], color=step_colors[b], lw=1.2, gid=f"{sampler}:S={S}")
+        ax.plot(t, exact, color="k", gid="exact", **_EXACT)
+        title = sampler + (f" (η = {conv.attrs['eta']:g})" if sampler == "ddim" and "eta" in conv.attrs else "")
+        ax.set_title(title, pad=16)
+        _time_axis(ax)
+    axes[0].set_ylabel(_label(conv["entropy_marginal"], wrap=True))
+    handles = [Line2D([], [], color=c, lw=1.6, label=f"S = {S}") for c, S in zip(step_colors, steps)]
+    handles.append(Line2D([], [], color="k", label="exact", **_EXACT))
+    top[0].legend(handles=handles, loc="outside right upper")
+
+    ax_e, ax_p = top[1].subplots(1, 2)
+    sampler_colors = [mpl.colormaps[_PARTITION_CMAP](i % 8) for i in range(n)]
+    for a, (sampler, c) in enumerate(zip(samplers, sampler_colors)):
+        ax_e.plot(steps, conv["entropy_max_abs_error"].values[a], color=c, marker="o", ms=4, gid=f"error:{sampler}",
+                  label=sampler)
+        ax_p.plot(steps, conv["posterior_mean_abs_error"].values[a], color=c, marker="o", ms=4,
+                  gid=f"posterior_error:{sampler}", label=sampler)
+    floor = 2 * conv["entropy_sem_max"].values.max()
+    ax_e.axhline(floor, color="0.5", ls=":", lw=1.0, label="2 × largest SEM")
+    for ax, var in ((ax_e, "entropy_max_abs_error"), (ax_p, "posterior_mean_abs_error")):
+        ax.set_xscale("log")
+        if np.any(conv[var].values > 0):  # an exact sampler can have zero error everywhere
+            ax.set_yscale("log")
+        ax.set_xticks(steps, [str(S) for S in steps])
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        ax.set_xlabel("sampling steps S")
+        ax.set_ylabel(_label(conv[var], wrap=True))
+    ax_e.legend(loc="upper right")
+    return fig
+
+
