@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from seminfo import bench
-from seminfo.ddpm.sample import sample_trajectories
+from seminfo.sampler import sample_trajectories
 from seminfo.diffusion import reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
 from seminfo.schedules import make_schedule
@@ -31,8 +31,8 @@ def test_naive_loop_walks_the_same_trajectories(decisive_unet):
     """The naive loop (one forward per class, diffusers' step arithmetic, fp32) and the fast path agree."""
     chain = reverse_chain(make_schedule("linear", 1000), 12, "small")
     labels, idx = bench.workload(12, 4)
-    h_naive = bench.naive_sample(decisive_unet, chain, labels, idx, 0, 4, torch.device("cpu"))
-    out = sample_trajectories(decisive_unet, chain, labels, idx, 0, 4, eval_batch=16, progress=False)
+    h_naive = bench.naive_sample(decisive_unet.net, chain, labels, idx, 0, 4, torch.device("cpu"))
+    out = sample_trajectories(decisive_unet, chain, labels, idx, 0, eval_batch=16, progress=False)
     h_fast = entropy_bits(online_log_posterior(np.full((12, 4), np.log(0.25)), out.increments))
     assert h_naive.shape == h_fast.shape
     assert np.abs(h_naive - h_fast).max() < 1e-3
@@ -40,7 +40,7 @@ def test_naive_loop_walks_the_same_trajectories(decisive_unet):
 
 
 def test_benchmark_prints_one_json_line_last(decisive_unet, monkeypatch, capsys):
-    monkeypatch.setattr(bench, "build_model", lambda *a, **k: (decisive_unet, "tiny"))
+    monkeypatch.setattr(bench, "build_model", lambda *a, **k: (decisive_unet.net, "tiny"))
     monkeypatch.setattr(bench, "matmul_peak_gflops", lambda dtype, device: 100.0)
     monkeypatch.setattr(bench, "rss_at", lambda args, steps: {"steps": steps, "peak_rss_mb": 1.0})
     argv = ["--classes", "4", "--trajectories", "8", "--steps", "6", "--repeats", "1", "--eval-batch", "16",

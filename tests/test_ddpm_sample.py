@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from seminfo import gmm
-from seminfo.ddpm.sample import sample_trajectories, snapshot_indices
+from seminfo.sampler import sample_trajectories, snapshot_indices
+from seminfo.models import NetworkAdapter
 from seminfo.diffusion import ddim_chain, reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
 from seminfo.schedules import make_schedule
@@ -13,10 +14,9 @@ from seminfo.schedules import make_schedule
 MIX = gmm.Mixture([1 / 3] * 3, [-1.0, 0.3, 1.2], [0.5, 0.3, 0.2])
 
 
-class ExactMixtureEps(torch.nn.Module):
-    """A stand-in network: the exact class-conditional eps of a 1-D Gaussian mixture, as a 1x1x1 image."""
-
-    image_shape = (1, 1, 1)
+class ExactMixtureNet(torch.nn.Module):
+    """A stand-in network: the exact class-conditional eps of a 1-D Gaussian mixture, as a 1x1x1 image; label K is
+    the exact unconditional eps, sum_c P(c | x_t) eps_c (Tweedie's formula for the mixture)."""
 
     def __init__(self, mix, schedule):
         super().__init__()
@@ -24,15 +24,24 @@ class ExactMixtureEps(torch.nn.Module):
 
     def forward(self, x, t, labels):
         ab = self.alpha_bar[t.numpy()]
-        eps = gmm.exact_eps(self.mix, x.double().view(-1).numpy(), ab)
+        xs = x.double().view(-1).numpy()
+        eps = gmm.exact_eps(self.mix, xs, ab)
+        null = (np.exp(gmm.exact_log_posterior(self.mix, xs, ab)) * eps).sum(-1, keepdims=True)
+        eps = np.concatenate([eps, null], axis=1)
         return torch.as_tensor(eps[np.arange(len(labels)), labels.numpy()], dtype=torch.float32).view(-1, 1, 1, 1)
+
+
+def ExactMixtureEps(mix, schedule):
+    """``ExactMixtureNet`` as the sampler sees it: K classes and the null condition."""
+    return NetworkAdapter(ExactMixtureNet(mix, schedule), schedule, [str(k) for k in range(mix.K)], (1, 1, 1),
+                          has_null=True)
 
 
 def run_mixture(steps, per_class, seed=0):
     sched = make_schedule("linear", 1000)
     chain = reverse_chain(sched, steps, "small")
     labels = np.repeat(np.arange(MIX.K), per_class)
-    out = sample_trajectories(ExactMixtureEps(MIX, sched), chain, labels, np.arange(labels.size), seed, MIX.K,
+    out = sample_trajectories(ExactMixtureEps(MIX, sched), chain, labels, np.arange(labels.size), seed,
                               eval_batch=3 * 200, progress=False)
     log_post = online_log_posterior(np.broadcast_to(MIX.log_prior, (labels.size, MIX.K)), out.increments)
     h = entropy_bits(log_post)
@@ -71,7 +80,7 @@ def test_ddim_with_eta_one_is_ancestral_sampling_with_the_small_variance():
     sched = make_schedule("linear", 1000)
     labels = np.repeat(np.arange(MIX.K), 50)
     net, idx = ExactMixtureEps(MIX, sched), np.arange(labels.size)
-    ddpm, ddim = (sample_trajectories(net, chain, labels, idx, 4, MIX.K, eval_batch=450, progress=False)
+    ddpm, ddim = (sample_trajectories(net, chain, labels, idx, 4, eval_batch=450, progress=False)
                   for chain in (reverse_chain(sched, 60, "small"), ddim_chain(sched, 60, 1.0)))
     np.testing.assert_allclose(ddim.increments, ddpm.increments, rtol=0, atol=1e-9)
     np.testing.assert_allclose(ddim.final, ddpm.final, rtol=0, atol=1e-9)
@@ -92,7 +101,7 @@ def test_ddim_path_posterior_is_calibrated_below_the_exact_entropy_and_matches_t
     chain = ddim_chain(sched, 200, 0.5)
     n = 3000
     labels = np.random.default_rng(0).choice(mix.K, size=n, p=mix.weights)
-    out = sample_trajectories(ExactMixtureEps(mix, sched), chain, labels, np.arange(n), 2, mix.K, eval_batch=3 * n,
+    out = sample_trajectories(ExactMixtureEps(mix, sched), chain, labels, np.arange(n), 2, eval_batch=3 * n,
                               progress=False)
     log_post = online_log_posterior(np.broadcast_to(mix.log_prior, (n, mix.K)), out.increments)
     P, h = np.exp(log_post), entropy_bits(log_post)  # (n, G, K), (n, G) on the grid times[1:]
@@ -120,16 +129,16 @@ def test_shards_and_batches_do_not_change_results(tiny_unet):
     labels = np.repeat(np.arange(4), 6)
     idx = np.arange(labels.size)
     examples = idx % 6 == 0
-    whole = sample_trajectories(tiny_unet, chain, labels, idx, 7, 4, eval_batch=32, examples=examples,
+    whole = sample_trajectories(tiny_unet, chain, labels, idx, 7, eval_batch=32, examples=examples,
                                 n_snapshots=3, progress=False)
     # the same chunk shapes (8 trajectories x 4 classes per call): bitwise identical
-    parts = [sample_trajectories(tiny_unet, chain, labels[s], idx[s], 7, 4, eval_batch=32, examples=examples[s],
+    parts = [sample_trajectories(tiny_unet, chain, labels[s], idx[s], 7, eval_batch=32, examples=examples[s],
                                  n_snapshots=3, progress=False) for s in (slice(0, 8), slice(8, 16), slice(16, 24))]
     np.testing.assert_array_equal(np.concatenate([p.increments for p in parts]), whole.increments)
     np.testing.assert_array_equal(np.concatenate([p.final for p in parts]), whole.final)
     np.testing.assert_array_equal(np.concatenate([p.snapshots for p in parts]), whole.snapshots)
     # different shard boundaries and chunk sizes: posteriors agree to 1e-6
-    split = [sample_trajectories(tiny_unet, chain, labels[s], idx[s], 7, 4, eval_batch=20, examples=examples[s],
+    split = [sample_trajectories(tiny_unet, chain, labels[s], idx[s], 7, eval_batch=20, examples=examples[s],
                                  n_snapshots=3, progress=False) for s in (slice(0, 5), slice(5, 24))]
     prior = np.full((labels.size, 4), np.log(0.25))
     p_whole = np.exp(online_log_posterior(prior, whole.increments))
@@ -155,9 +164,9 @@ def test_pruned_runs_do_not_depend_on_shards(decisive_unet):
     idx = np.arange(labels.size) + 1000
     opts = dict(prune_log_threshold=-6.0, progress=False)
     stats = {}
-    whole = sample_trajectories(decisive_unet, chain, labels, idx, 3, 4, eval_batch=64, stats=stats, **opts)
+    whole = sample_trajectories(decisive_unet, chain, labels, idx, 3, eval_batch=64, stats=stats, **opts)
     assert stats["evaluations"] < 0.95 * stats["exact_evaluations"]  # pruning is active
-    split = [sample_trajectories(decisive_unet, chain, labels[s], idx[s], 3, 4, eval_batch=24, **opts)
+    split = [sample_trajectories(decisive_unet, chain, labels[s], idx[s], 3, eval_batch=24, **opts)
              for s in (slice(0, 7), slice(7, 40))]
     prior = np.full((labels.size, 4), np.log(0.25))
     p_whole = np.exp(online_log_posterior(prior, whole.increments))
@@ -171,8 +180,8 @@ def test_bf16_entropy_curves_stay_within_the_gate(decisive_unet):
     chain = reverse_chain(make_schedule("linear", 1000), 30, "small")
     labels = np.repeat(np.arange(4), 40)
     idx = np.arange(labels.size)
-    fp32 = sample_trajectories(decisive_unet, chain, labels, idx, 0, 4, eval_batch=800, progress=False)
-    bf16 = sample_trajectories(decisive_unet, chain, labels, idx, 0, 4, eval_batch=800, progress=False,
+    fp32 = sample_trajectories(decisive_unet, chain, labels, idx, 0, eval_batch=800, progress=False)
+    bf16 = sample_trajectories(decisive_unet, chain, labels, idx, 0, eval_batch=800, progress=False,
                                precision="bf16")
     H32, H16 = class_entropy(fp32, labels, 4), class_entropy(bf16, labels, 4)
     assert H32[:, 0].max() < 1.5  # the classes do separate (from 2 bits at t = T)
@@ -183,9 +192,9 @@ def test_bf16_entropy_curves_stay_within_the_gate(decisive_unet):
 def test_stats_count_network_evaluations(tiny_unet):
     chain = reverse_chain(make_schedule("linear", 100), 6, "small")
     stats = {}
-    sample_trajectories(tiny_unet, chain, [0, 1, 2], [0, 1, 2], 0, 4, eval_batch=5, progress=False, stats=stats)
+    sample_trajectories(tiny_unet, chain, [0, 1, 2], [0, 1, 2], 0, eval_batch=5, progress=False, stats=stats)
     # 5 Bayes steps x 3 trajectories x 4 classes, and the last (sigma = 0) step needs only the own class
     assert stats["evaluations"] == stats["exact_evaluations"] == 5 * 3 * 4 + 3
     assert 0 < stats["model_seconds"] <= stats["seconds"]
     with pytest.raises(ValueError, match="precision"):
-        sample_trajectories(tiny_unet, chain, [0], [0], 0, 4, precision="fp16", progress=False)
+        sample_trajectories(tiny_unet, chain, [0], [0], 0, precision="fp16", progress=False)

@@ -1,5 +1,5 @@
 """Pruning of decided classes: what it reports is the exact posterior conditioned on the kept classes, and its
-error stays within the martingale bound of ``seminfo.ddpm.sample.pruning_error_bound``."""
+error stays within the martingale bound of ``seminfo.pruning.pruning_error_bound``."""
 
 import math
 
@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from test_ddpm_sample import MIX, ExactMixtureEps
 
-from seminfo.ddpm.sample import pruning_error_bound, sample_trajectories
+from seminfo.pruning import pruning_error_bound
+from seminfo.sampler import sample_trajectories
 from seminfo.diffusion import reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior
 from seminfo.schedules import make_schedule
@@ -23,7 +24,7 @@ def runs():
 
     def run(threshold):
         stats = {}
-        out = sample_trajectories(net, chain, labels, np.arange(labels.size), 0, MIX.K, eval_batch=600,
+        out = sample_trajectories(net, chain, labels, np.arange(labels.size), 0, eval_batch=600,
                                   progress=False, prune_log_threshold=threshold, stats=stats)
         return out, stats
 
@@ -82,5 +83,5 @@ def test_threshold_must_be_negative():
     sched = make_schedule("linear", 1000)
     chain = reverse_chain(sched, 10, "small")
     with pytest.raises(ValueError, match="negative"):
-        sample_trajectories(ExactMixtureEps(MIX, sched), chain, [0], [0], 0, MIX.K, prune_log_threshold=0.5,
+        sample_trajectories(ExactMixtureEps(MIX, sched), chain, [0], [0], 0, prune_log_threshold=0.5,
                             progress=False)

@@ -2,7 +2,7 @@
 
 In one process, on the same trajectories (same labels, indices and seeds), it times side by side
 
-- the fast path: ``seminfo.ddpm.sample.sample_trajectories`` with the chosen precision, pruning and compile;
+- the fast path: ``seminfo.sampler.sample_trajectories`` with the chosen precision, pruning and compile;
 - the fp32 reference: the same loop, exact (no pruning) and fp32, whose entropy curves are the yardstick;
 - the naive loop a user would write: one eager fp32 forward per class per step at the same trajectory
   batch, the mean as in diffusers' ``DDPMScheduler.step`` (x0 prediction, then the posterior-mean
@@ -44,10 +44,13 @@ import numpy as np
 import torch
 
 from .ddpm.model import ARCH_PRESETS, ClassConditionalUNet, resolve_arch
-from .ddpm.noise import check_indices, normal
-from .ddpm.sample import PRECISIONS, pruning_error_bound, sample_trajectories
 from .diffusion import reverse_chain
+from .evaluator import PRECISIONS
+from .models import NetworkAdapter
+from .noise import check_indices, normal
 from .posterior import entropy_bits, online_log_posterior
+from .pruning import pruning_error_bound
+from .sampler import sample_trajectories
 from .schedules import make_schedule
 
 log = logging.getLogger("seminfo.bench")
@@ -161,6 +164,12 @@ def build_model(preset: str, model_path, num_classes: int, device: torch.device)
     return model.to(device).eval(), "random"
 
 
+def as_adapter(model: ClassConditionalUNet, schedule) -> NetworkAdapter:
+    """The sampler's view of the network: classes 0 … K-1, null label K, the chain's step as time input."""
+    return NetworkAdapter(model, schedule, [str(k) for k in range(model.num_classes)], model.image_shape,
+                          has_null=True, source="own")
+
+
 def workload(trajectories: int, num_classes: int):
     """Class-major labels (as the stages lay trajectories out), their global indices and example mask."""
     labels = np.arange(trajectories) * num_classes // trajectories
@@ -235,13 +244,14 @@ def run_benchmark(args, device: torch.device) -> dict:
     naive_model = copy.deepcopy(model)  # as loaded: the fast path converts its model to channels-last
     K = args.classes
     schedule = make_schedule("linear", 1000)
+    adapter = as_adapter(model, schedule)
     chain = reverse_chain(schedule, args.steps, "small")
     labels, indices = workload(args.trajectories, K)
     fast_opts = dict(precision=args.precision, compile=args.compile, prune_log_threshold=args.prune_log_threshold)
     exact_opts = dict(precision="fp32", compile=False, prune_log_threshold=None)
 
     def fast(opts, stats=None, chain=chain):
-        return sample_trajectories(model, chain, labels, indices, args.seed, K, eval_batch=args.eval_batch,
+        return sample_trajectories(adapter, chain, labels, indices, args.seed, eval_batch=args.eval_batch,
                                    device=device, progress=False, stats=stats, **opts)
 
     log.info("device %s, weights %s; measuring the matmul peak and FLOPs per evaluation", describe_device(device),
@@ -351,8 +361,9 @@ def rss_probe(args, device: torch.device) -> dict:
     """Run the fast path once at ``args.steps`` and report this process's peak memory (for a subprocess)."""
     model, _ = build_model(args.preset, args.model, args.classes, device)
     labels, indices = workload(args.trajectories, args.classes)
-    chain = reverse_chain(make_schedule("linear", 1000), args.steps, "small")
-    sample_trajectories(model, chain, labels, indices, args.seed, args.classes, eval_batch=args.eval_batch,
+    schedule = make_schedule("linear", 1000)
+    chain = reverse_chain(schedule, args.steps, "small")
+    sample_trajectories(as_adapter(model, schedule), chain, labels, indices, args.seed, eval_batch=args.eval_batch,
                         device=device, progress=False, precision=args.precision, compile=args.compile,
                         prune_log_threshold=args.prune_log_threshold)
     out = {"steps": args.steps, "peak_rss_mb": peak_rss_mb()}

@@ -2,8 +2,9 @@
 
 Step ``i`` (i = 1 … S) goes from ``times[i]`` to ``times[i-1]``. On a respaced grid its beta is recomputed
 from alpha_bar, ``beta_i = 1 - alpha_bar[times[i]] / alpha_bar[times[i-1]]`` (Nichol & Dhariwal 2021, §4).
-Both means are affine in (x_t, eps); ``mean_coefficients`` gives that form for any chain, and
-``sampler_chain`` builds the chain a config's ``sampling`` section asks for (both experiment kinds).
+Both means are affine in (x_t, eps); ``mean_coefficients`` gives that form for any chain, ``step_coefficients``
+the same in a network's native output (eps, v or x_0), and ``sampler_chain`` builds the chain a config's
+``sampling`` section asks for (both experiment kinds).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ __all__ = [
     "ddim_mean",
     "ddim_chain",
     "mean_coefficients",
+    "eps_coefficients",
+    "step_coefficients",
+    "x0_coefficients",
+    "learned_range_log_variance",
     "sampler_chain",
 ]
 
@@ -147,6 +152,58 @@ def mean_coefficients(chain: ReverseChain, i: int) -> tuple[float, float]:
     beta = float(chain.beta[i - 1])
     a = 1.0 / math.sqrt(1.0 - beta)
     return a, -float(ddpm_mean_shift(ab_t, beta)) * a
+
+
+def eps_coefficients(prediction: str, alpha_bar_t: float) -> tuple[float, float]:
+    """(p, q) with eps = p x_t + q out for a network whose native output ``out`` is of kind ``prediction``.
+
+    'epsilon': (0, 1). 'sample' (x_0, a denoiser): x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps gives
+    (1 / sqrt(1 - ab), -sqrt(ab / (1 - ab))). 'v_prediction' (v = sqrt(ab) eps - sqrt(1 - ab) x_0, Salimans & Ho
+    2022): (sqrt(1 - ab), sqrt(ab)).
+    """
+    ab = float(alpha_bar_t)
+    if prediction == "epsilon":
+        return 0.0, 1.0
+    if prediction == "sample":
+        return 1.0 / math.sqrt(1.0 - ab), -math.sqrt(ab / (1.0 - ab))
+    if prediction == "v_prediction":
+        return math.sqrt(1.0 - ab), math.sqrt(ab)
+    raise ValueError(f"unknown prediction type {prediction!r} (expected epsilon, v_prediction or sample)")
+
+
+def step_coefficients(chain: ReverseChain, i: int, prediction: str = "epsilon") -> tuple[float, float]:
+    """(A, B) with the mean of step i of ``chain`` = ``A x_t + B out``, ``out`` the network's native output.
+
+    ``mean_coefficients`` composed with ``eps_coefficients``; for 'epsilon' exactly ``mean_coefficients``. Two
+    conditions' means at the same x_t differ by ``B (out_c - out_s)``.
+    """
+    a, b = mean_coefficients(chain, i)
+    if prediction == "epsilon":
+        return a, b
+    p, q = eps_coefficients(prediction, chain.alpha_bar[i])
+    return a + b * p, b * q
+
+
+def x0_coefficients(prediction: str, alpha_bar_t: float) -> tuple[float, float]:
+    """(r, s) with x̂_0 = r x_t + s out (``predict_x0`` with eps from ``eps_coefficients``)."""
+    ab = float(alpha_bar_t)
+    if prediction == "sample":
+        return 0.0, 1.0
+    p, q = eps_coefficients(prediction, ab)
+    root = math.sqrt(1.0 - ab)
+    return (1.0 - root * p) / math.sqrt(ab), -root * q / math.sqrt(ab)
+
+
+def learned_range_log_variance(values, beta: float, beta_tilde: float):
+    """Log variance of a learned-range network (Nichol & Dhariwal 2021, eq. 15): ``frac log beta + (1 - frac)
+    log beta_tilde`` with ``frac = (values + 1) / 2``, ``values`` its variance channels (a numpy array or tensor).
+
+    beta-tilde is floored at 1e-20 as in diffusers' ``DDPMScheduler`` (it vanishes only on the last step, which
+    adds no noise).
+    """
+    log_max, log_min = math.log(beta), math.log(max(beta_tilde, 1e-20))
+    frac = (values + 1.0) / 2.0
+    return frac * log_max + (1.0 - frac) * log_min
 
 
 def sampler_chain(schedule: Schedule, sampling: dict) -> ReverseChain:

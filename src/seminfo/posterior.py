@@ -18,6 +18,7 @@ __all__ = [
     "LOG2",
     "log_normal",
     "shared_variance_increment",
+    "diagonal_variance_increment",
     "normalize_log",
     "online_log_posterior",
     "entropy_bits",
@@ -43,6 +44,20 @@ def shared_variance_increment(delta, z, sigma):
     sq = (delta * delta).sum(-1)
     cross = (delta * z[..., None, :]).sum(-1)
     return -(sq + 2.0 * sigma * cross) / (2.0 * sigma * sigma)
+
+
+def diagonal_variance_increment(delta, z, sigma_own, log_var):
+    """Class-dependent part of log N(x_t'; mu_c, diag(sigma_c^2)) when the variance differs between classes and
+    elements (a learned-range network).
+
+    With the step taken ``x_t' = mu_s + sigma_s z`` (``sigma_s`` elementwise) and ``delta_c = mu_s - mu_c``,
+    ``-1/2 sum_d [(delta_c + sigma_s z)^2 / sigma_c^2 + log sigma_c^2]``: the log-variance term stays, as it differs
+    between classes. ``delta``, ``log_var`` (..., D) per (trajectory, class) pair, ``z`` and ``sigma_own`` the same
+    shape; returns (...). Works for numpy arrays and torch tensors.
+    """
+    r = delta + sigma_own * z
+    precision = (-log_var).exp() if hasattr(log_var, "exp") else np.exp(-log_var)
+    return -0.5 * (r * r * precision + log_var).sum(-1)
 
 
 def normalize_log(log_p, axis=-1):

@@ -64,11 +64,13 @@ def _agreement_time(times, diff, tol: float) -> float:
 
 
 def _network_eps_fn(model, batch: int, device):
+    """eps_fn(x, t, y) of ``immse.network_integrand`` from an adapter: chain times t, condition indices y."""
     import torch
 
     @torch.inference_mode()
     def eps_fn(x, t, y):
-        out = [model(x[i:i + batch].to(device), t[i:i + batch].to(device), y[i:i + batch].to(device)).cpu()
+        t_net = torch.tensor([model.network_time(int(v)) for v in t], dtype=model.time_dtype)
+        out = [model(x[i:i + batch].to(device), t_net[i:i + batch].to(device), y[i:i + batch].to(device)).cpu()
                for i in range(0, x.shape[0], batch)]
         return torch.cat(out)
 
@@ -90,13 +92,14 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         g, g_se = immse.gmm_integrand(mix, u, per_class, options["seed"])
         point_steps = np.full(u.size, -1)
     else:
-        from .ddpm.checkpoint import load_model
         from .ddpm.data import load_images
-        from .ddpm.stages import check_model_matches, device
+        from .models import load_adapter
+        from .network_stages import device
 
         dev = device()
-        model, record = load_model(model_path, expect_num_classes=K, map_location=dev)
-        check_model_matches(spec, record, model_path)
+        model = load_adapter(spec, model_path, dev)
+        if model.num_conditions != K:
+            raise InputError(f"{model_path}: the model has {model.num_conditions} conditions, {summary} has {K}")
         data = load_images(spec["data"])
         point_steps = immse.step_grid(schedule.alpha_bar, options["points"])
         u = np.log(immse.snr(schedule.alpha_bar[point_steps]))

@@ -11,7 +11,7 @@ import logging
 import sys
 import time
 
-__all__ = ["run", "EXPECTED_ERRORS"]
+__all__ = ["run"]
 
 
 def _expected_errors():

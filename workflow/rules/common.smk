@@ -14,6 +14,9 @@ except ConfigError as err:
 
 EXPERIMENTS = config["experiments"]
 RESULTS = "results"
+# Threads of a job that uses every core it is given. Snakemake caps a rule's threads at --cores (and the profiles
+# set them per rule), so this needs no core count: `snakemake -n` and `--report` work without --cores.
+ALL_CORES = 1024
 
 
 def spec(experiment):

@@ -13,7 +13,7 @@ rule ddpm_train:
     params:
         spec=lambda w: train_spec(w.experiment),
         work_dir=lambda w: f"{RESULTS}/{w.experiment}/model/work",
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=1,
     wildcard_constraints:
@@ -35,7 +35,7 @@ rule ddpm_sample:
         f"{RESULTS}/{{experiment}}/benchmarks/ddpm_sample_{{shard}}.tsv"
     params:
         spec=lambda w: core_spec(w.experiment),
-    threads: workflow.cores
+    threads: ALL_CORES
     resources:
         gpu=1,
     wildcard_constraints:

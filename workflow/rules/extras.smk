@@ -26,7 +26,7 @@ rule immse:
         spec=lambda w: core_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "immse"),
         plots=lambda w: spec(w.experiment)["plots"],
-    threads: lambda w: workflow.cores if spec(w.experiment)["kind"] == "ddpm" else 1
+    threads: lambda w: ALL_CORES if spec(w.experiment)["kind"] == "ddpm" else 1
     resources:
         gpu=lambda w: int(spec(w.experiment)["kind"] == "ddpm"),
     wildcard_constraints:

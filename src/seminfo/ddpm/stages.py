@@ -1,174 +1,23 @@
-"""Stage functions of the DDPM rules: train, sample (one shard), posterior (one shard), collect.
-
-Trajectories are laid out class-major (``seminfo.stages.class_layout``): global index n has class
-n // per_class. A shard is a contiguous block of global indices; each trajectory's noise is seeded by its
-global index, so the shard count changes how work is split, not the results.
-"""
+"""Stage function of rule ddpm_train: train the class-conditional DDPM of an experiment (the ``own`` model source)."""
 
 from __future__ import annotations
 
 import logging
 
-import numpy as np
-import torch
-import xarray as xr
-
-from ..config import experiment_hash
-from ..diffusion import sampler_chain
-from ..io import open_checked, provenance, write_netcdf
-from ..posterior import online_log_posterior
-from ..stages import class_layout, concat_shards, resolve_partitions, schedule_from_spec, trajectory_dataset
-from .checkpoint import CheckpointError, load_model
+from ..network_stages import device
+from ..stages import schedule_from_spec
 from .data import load_images
 from .model import resolve_arch
-from .sample import sample_trajectories
 from .train import train
 
 log = logging.getLogger(__name__)
 
-__all__ = ["device", "shard_indices", "train_model", "sample_shard", "shard_posterior", "collect"]
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def shard_indices(total: int, shards: int, shard: int) -> np.ndarray:
-    """Global trajectory indices of one shard (contiguous, sizes differ by at most one)."""
-    if not 0 <= shard < shards:
-        raise ValueError(f"shard {shard} is outside 0 … {shards - 1}")
-    return np.array_split(np.arange(total), shards)[shard]
-
-
-def _to_unit(images):
-    """[-1, 1] model space -> [0, 1] image space, clipped."""
-    return np.clip((np.asarray(images) + 1.0) / 2.0, 0.0, 1.0).astype(np.float32)
+__all__ = ["train_model"]
 
 
 def train_model(spec: dict, experiment: str, model_path, work_dir) -> None:
     """Train the class-conditional DDPM of an experiment (rule ddpm_train)."""
     data = load_images(spec["data"])
-    stats = train(data, resolve_arch(spec["model"]), spec["train"], schedule_from_spec(spec), model_path, work_dir,
-                  device=device())
+    arch = resolve_arch({k: v for k, v in spec["model"].items() if k != "source"})
+    stats = train(data, arch, spec["train"], schedule_from_spec(spec), model_path, work_dir, device=device())
     log.info("training: %s", stats)
-
-
-def check_model_matches(spec: dict, record: dict, path) -> None:
-    """Refuse a checkpoint whose architecture or schedule differs from the experiment's config."""
-    arch = resolve_arch(spec["model"])
-    if record["arch"] != arch:
-        differs = sorted(k for k in arch if record["arch"].get(k) != arch[k])
-        raise CheckpointError(f"{path}: architecture differs from the config in {differs}; delete it to retrain")
-    sched = {"name": spec["schedule"]["name"], "T": spec["schedule"]["T"]}
-    if record.get("schedule") != sched:
-        raise CheckpointError(f"{path}: trained with schedule {record.get('schedule')}, the config has {sched}")
-
-
-def _ddim_attrs(sampling: dict) -> dict:
-    """eta of a DDIM run, and for eta < 1 what its posterior is (see ``seminfo.ddpm.sample``)."""
-    if sampling.get("kernel") != "ddim":
-        return {}
-    eta = float(sampling.get("eta", 1.0))
-    note = {"note": "DDIM with eta < 1: the posterior is P(c | the path so far), not P(c | x_t)"} if eta < 1 else {}
-    return {"eta": eta} | note
-
-
-def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) -> None:
-    """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample)."""
-    s = spec["sampling"]
-    dev = device()
-    model, record = load_model(model_path, map_location=dev)
-    check_model_matches(spec, record, model_path)
-    K = record["num_classes"]
-    names = record.get("class_names") or [str(k) for k in range(K)]
-    chain = sampler_chain(schedule_from_spec(spec), s)
-    labels, members = class_layout(K, s["trajectories_per_class"])
-    idx = shard_indices(labels.size, s["shards"], shard)
-    log.info("shard %d/%d: %d trajectories x %d steps x %d classes on %s", shard, s["shards"], idx.size,
-             chain.steps, K, dev)
-    stats = {}
-    out = sample_trajectories(model, chain, labels[idx], idx, s["seed"], K, eval_batch=s["batch_size"],
-                              examples=members[idx] < s["examples_per_class"], n_snapshots=s["snapshots"],
-                              device=dev, prune_log_threshold=s.get("prune_log_threshold"),
-                              precision=s.get("precision", "fp32"), compile=s.get("compile", False), stats=stats)
-    log.info("%d network evaluations (%.1f %% of exact) in %.1f s, %.0f %% of it in the network",
-             stats["evaluations"], 100 * stats["evaluations"] / stats["exact_evaluations"], stats["seconds"],
-             100 * stats["model_seconds"] / stats["seconds"])
-    start = chain.posterior_start
-    attrs = provenance(experiment, spec, experiment_hash(spec)) | {
-        "T": spec["schedule"]["T"], "seed": s["seed"], "shard": shard, "shards": s["shards"],
-        "kernel": s.get("kernel", "ddpm"),
-    } | _ddim_attrs(s)
-    ds = xr.Dataset(
-        {
-            "increment": (("traj", "step", "class"), out.increments,
-                          {"long_name": "log-likelihood of the step taken under each class (up to a constant)",
-                           "units": "nat"}),
-            "label": ("traj", labels[idx]),
-            "member": ("traj", members[idx]),
-            "traj_index": ("traj", idx),
-            "prior": ("class", np.full(K, 1.0 / K)),
-            "image": (("traj", "channel", "y", "x"), _to_unit(out.final)),
-            "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), _to_unit(out.snapshots),
-                             {"long_name": "predicted x0 along example trajectories", "units": "1"}),
-            "snapshot_time": ("snapshot", out.snapshot_times, {"long_name": "time of the snapshot", "units": "1"}),
-        },
-        coords={
-            "step": ("step", chain.times[start + 1:], {"long_name": "time the step starts from"}),
-            "time": chain.times[start:],
-            "alpha_bar": ("time", chain.alpha_bar[start:]),
-            "class": np.asarray(names, dtype=str),
-        },
-        attrs=attrs,
-    )
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-
-
-def shard_posterior(spec: dict, experiment: str, sample, output) -> None:
-    """Turn one shard's increments into P(c | x_t) and entropies (rule ddpm_posterior)."""
-    ds = open_checked(sample, experiment_hash(spec), required=("increment", "label", "prior"))
-    prior = ds["prior"].values
-    n = ds.sizes["traj"]
-    log_post = online_log_posterior(np.broadcast_to(np.log(prior), (n, prior.size)), ds["increment"].values)
-    names = list(ds["class"].values.astype(str))
-    out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, ds["time"].values,
-                             ds["alpha_bar"].values, names, prior, resolve_partitions(spec, names),
-                             spec["sampling"]["examples_per_class"], dict(ds.attrs), keep_posterior=True)
-    out = out.assign(traj_index=ds["traj_index"], filmstrip_x0=ds["filmstrip_x0"], snapshot_time=ds["snapshot_time"])
-    write_netcdf(out, output)
-    log.info("wrote %s", output)
-
-
-def collect(spec: dict, experiment: str, posteriors, samples, trajectories_out, samples_out) -> None:
-    """Write trajectories.nc (posterior per trajectory, time, class) and samples.nc (rule ddpm_collect)."""
-    h = experiment_hash(spec)
-    traj = concat_shards([open_checked(p, h, required=("posterior",)) for p in posteriors])
-    attrs = dict(traj.attrs)
-    for key in ("shard",):
-        attrs.pop(key, None)
-    trajectories = xr.Dataset(
-        {
-            "posterior": (("traj", "time", "class"), traj["posterior"].values,
-                          {"long_name": "class posterior P(c | x_t)", "units": "1"}),
-            "entropy": (("traj", "time"), traj["entropy"].values,
-                        {"long_name": "posterior entropy", "units": "bit"}),
-            "label": ("traj", traj["label"].values, {"long_name": "generating class", "units": "1"}),
-        },
-        coords={"traj": traj["traj_index"].values, "time": traj["time"].values, "class": traj["class"].values},
-        attrs=attrs,
-    )
-    write_netcdf(trajectories, trajectories_out)
-    parts = [open_checked(p, h, required=("image", "label")) for p in samples]
-    images = np.concatenate([p["image"].values for p in parts])
-    labels = np.concatenate([p["label"].values for p in parts])
-    samples_ds = xr.Dataset(
-        {
-            "image": (("sample", "channel", "y", "x"), images, {"long_name": "generated image", "units": "1"}),
-            "label": ("sample", labels, {"long_name": "class the sample was generated for", "units": "1"}),
-        },
-        coords={"class": parts[0]["class"].values},
-        attrs=attrs,
-    )
-    write_netcdf(samples_ds, samples_out)
-    log.info("wrote %s and %s", trajectories_out, samples_out)
