@@ -54,6 +54,13 @@ BAD = [
     (mutate(G + ("unknown_key",), 1), "experiments.g", "additionalProperties"),
     (mutate(("experiments",), {}), "experiments", "minProperties"),
     (mutate(G + ("sampling", "eta"), 0.5), "experiments.g.sampling.eta", "unused-key"),  # kernel exact
+    # non-finite numbers (YAML .nan / .inf are floats that a JSON schema's "number" accepts)
+    (mutate(G + ("mixture", "means"), [float("nan"), 0, 1]), "experiments.g.mixture.means[0]", "finite"),
+    (mutate(G + ("mixture", "stds"), [0.3, float("inf"), 0.3]), "experiments.g.mixture.stds[1]", "finite"),
+    (mutate(G + ("mixture", "weights"), [float("nan"), 0.3, 0.2]), "experiments.g.mixture.weights[0]", "finite"),
+    (mutate(G + ("schedule", "beta_end"), float("-inf")), "experiments.g.schedule.beta_end", "finite"),
+    (mutate(G + ("analysis",), {"decision_threshold": float("nan")}), "experiments.g.analysis.decision_threshold",
+     "finite"),
 ]
 
 
@@ -87,7 +94,7 @@ def test_hash_ignores_plot_and_analysis_options(schema):
     assert experiment_hash(a) != experiment_hash(b)
 
 
-@pytest.mark.parametrize("cfg,key,rule", BAD[:5], ids=[b[2] for b in BAD[:5]])
+@pytest.mark.parametrize("cfg,key,rule", BAD[:5] + BAD[-5:-4], ids=[b[2] for b in BAD[:5] + BAD[-5:-4]])
 def test_snakemake_rejects_bad_config_and_writes_nothing(tmp_path, cfg, key, rule):
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = subprocess.run(

@@ -137,3 +137,18 @@ def test_exact_partition_entropy_matches_monte_carlo():
     sem = coarse.std(0, ddof=1) / np.sqrt(coarse.shape[0])
     # 1e-9 absolute: near t = 0 both are ~1e-16 and only rounding differs
     assert np.all(np.abs(mc - exact) <= 4 * sem + 1e-9)
+
+
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_last_step_adds_no_noise_for_every_variance(variance):
+    """Ho et al. (2020), Algorithm 2: z = 0 on the step to t = 0, also with sigma^2 = beta; the posterior grid then
+    ends at t_1 (no Bayes update from a deterministic step)."""
+    mix = gmm.Mixture([0.5, 0.5], [-1.0, 1.0], [0.3, 0.5])
+    chain = reverse_chain(make_schedule("linear", 100), 20, variance)
+    assert chain.sigma[0] == 0.0 and np.all(chain.sigma[1:] > 0)
+    assert chain.posterior_start == gmm.posterior_start(chain, "ddpm") == 1
+    labels = np.repeat([0, 1], 50)
+    x, _ = gmm.sample_paths(mix, chain, labels, "ddpm", "prior", np.random.default_rng(0))
+    mean, _ = gmm.ddpm_kernel(mix, x[:, 1], chain.alpha_bar[1], chain.beta[0], chain.sigma[0])
+    np.testing.assert_array_equal(x[:, 0], mean[np.arange(labels.size), labels])
+    assert gmm.path_log_likelihoods(mix, chain, x, "ddpm", chain.posterior_start).shape == (100, 19, 2)

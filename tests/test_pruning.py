@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from test_ddpm_sample import MIX, ExactMixtureEps
 
+from seminfo import pruning
 from seminfo.pruning import pruning_error_bound
 from seminfo.sampler import sample_trajectories
 from seminfo.diffusion import reverse_chain
@@ -85,3 +86,29 @@ def test_threshold_must_be_negative():
     with pytest.raises(ValueError, match="negative"):
         sample_trajectories(ExactMixtureEps(MIX, sched), chain, [0], [0], 0, prune_log_threshold=0.5,
                             progress=False)
+
+
+def test_bound_process_is_a_supermartingale_and_dominates_the_dropped_mass(runs):
+    """The bound of ``seminfo.pruning``: W_t (dropped classes' exact odds, e^theta for those not yet dropped) starts at
+    (K - 1) e^theta, its mean never rises along generation, and it bounds the dropped mass eps_t at every step of every
+    trajectory; the sum of the dropped odds alone, which the bound must not rest on, rises from 0 (a submartingale)."""
+    threshold = -3.0
+    _, _, Q = runs[threshold]
+    P, labels = runs["P"], runs["labels"]
+    n = labels.size
+    log_odds = np.log(P) - np.log(P[np.arange(n), :, labels])[..., None]  # exact odds against the own class
+    dropped = Q == 0
+    # generation order: index 0 of the grid is t = 0, so reverse the time axis
+    W = pruning.bound_supermartingale(log_odds[:, ::-1], dropped[:, ::-1], labels, threshold)
+    eps = np.where(dropped, P, 0.0).sum(-1)[:, ::-1]
+    assert np.all(eps <= W + 1e-12)
+    np.testing.assert_allclose(W[:, 0], (MIX.K - 1) * math.exp(threshold))
+    mean, sem = W.mean(0), W.std(0, ddof=1) / np.sqrt(n)
+    assert np.all(mean <= mean[0] + 4 * sem)  # E[W_t] <= W_T, within Monte Carlo error
+    assert np.all(np.diff(mean) <= 4 * np.sqrt(sem[1:] ** 2 + sem[:-1] ** 2))
+    dropped_odds = (np.exp(log_odds) * dropped).sum(-1)[:, ::-1]
+    rise = dropped_odds.mean(0) / (dropped_odds.std(0, ddof=1) / np.sqrt(n) + 1e-300)
+    assert dropped_odds[:, 0].max() == 0 and rise.max() > 4
+    # Ville's inequality for W: Pr(sup_t eps_t >= a) <= (K - 1) e^theta / a
+    for a in (0.1, 0.3):
+        assert np.mean(eps.max(1) >= a) <= (MIX.K - 1) * math.exp(threshold) / a

@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 
 import jsonschema
@@ -45,6 +46,18 @@ def _with_defaults(validator_class):
         yield from validate_properties(validator, properties, instance, schema)
 
     return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def _check_finite(value, path=()) -> None:
+    """Refuse NaN and infinities anywhere in the config (YAML's .nan and .inf are floats a schema accepts)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{_key(path)}: must be a finite number, got {value} (rule: finite)")
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_finite(item, (*path, name))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, (*path, index))
 
 
 def _schema_errors(config: dict, schema: dict) -> None:
@@ -157,6 +170,7 @@ def validate_config(config: dict, schema: dict) -> dict:
     if not isinstance(config, dict):
         raise ConfigError("<config>: the configuration must be a mapping with an 'experiments' key (rule: type)")
     config = copy.deepcopy(config)
+    _check_finite(config)
     _schema_errors(config, schema)
     for name in config.get("run", []):
         if name not in config["experiments"]:

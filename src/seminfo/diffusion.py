@@ -42,7 +42,7 @@ class ReverseChain:
     alpha_bar  (S+1,)  alpha_bar on the grid
     beta       (S,)    beta of step i (index i-1), from times[i] to times[i-1]
     beta_tilde (S,)    posterior variance of q(x_{t'} | x_t, x_0) for that step
-    sigma      (S,)    the standard deviation the sampler uses (sqrt of beta_tilde or beta)
+    sigma      (S,)    the standard deviation the sampler uses (sqrt of beta_tilde or beta; 0 on the last step)
     variance   'small' (beta_tilde) or 'large' (beta); 'ddim' for a chain from ``ddim_chain``
     """
 
@@ -61,14 +61,18 @@ class ReverseChain:
     def posterior_start(self) -> int:
         """First grid index at which the class posterior is defined.
 
-        With the 'small' variance the last step (t_1 -> 0) has sigma = 0: x_0 is a deterministic function of
-        x_{t_1} and the class, so no Bayes update is possible and the posterior grid ends at t_1.
+        The last step (t_1 -> 0) adds no noise (sigma = 0): x_0 is a deterministic function of x_{t_1} and the
+        class, so no Bayes update is possible and the posterior grid ends at t_1.
         """
         return 0 if self.sigma[0] > 0 else 1
 
 
 def reverse_chain(schedule: Schedule, steps: int, variance: str = "small") -> ReverseChain:
-    """Respace ``schedule`` to ``steps`` steps and compute the reverse-step coefficients."""
+    """Respace ``schedule`` to ``steps`` steps and compute the reverse-step coefficients.
+
+    The last step (t_1 -> 0) is noiseless for every variance, as in Ho et al. (2020), Algorithm 2 (z = 0 at t = 1);
+    with 'small' its beta-tilde vanishes anyway.
+    """
     if variance not in ("small", "large"):
         raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
     times = respaced_times(schedule.T, steps)
@@ -76,6 +80,7 @@ def reverse_chain(schedule: Schedule, steps: int, variance: str = "small") -> Re
     beta = 1.0 - ab[1:] / ab[:-1]
     beta_tilde = beta * (1.0 - ab[:-1]) / (1.0 - ab[1:])
     sigma = np.sqrt(beta_tilde if variance == "small" else beta)
+    sigma[0] = 0.0
     return ReverseChain(times, ab, beta, beta_tilde, sigma, variance)
 
 
