@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .diffusion import ReverseChain, ddim_mean, ddpm_mean, sampler_chain  # sampler_chain: re-exported
+from . import rao_blackwell
 from .posterior import entropy_bits, log_normal, normalize_log, partition_log_posterior
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "sample_paths",
     "posterior_start",
     "path_log_likelihoods",
+    "path_expected_entropies",
     "exact_entropy",
     "exact_partition_entropy",
 ]
@@ -168,6 +170,28 @@ def path_log_likelihoods(mix: Mixture, chain: ReverseChain, x, kernel: str, star
         mean, var = _step_kernel(mix, chain, kernel, i, x[:, i])
         out[:, i - 1 - start] = log_normal(x[:, i - 1, None], mean, var)
     return out
+
+
+def path_expected_entropies(mix: Mixture, chain: ReverseChain, x, kernel: str, labels, log_post, start: int = 0,
+                            partitions=()):
+    """Rao–Blackwellised step changes: E[h at grid j | path down to grid j+1] under each path's own kernel.
+
+    ``log_post`` (N, G, K) is the online posterior on the grid times[start:] (``online_log_posterior`` of
+    ``path_log_likelihoods``); the expectation over the step's noise is a 1-D Gauss–Hermite integral
+    (``seminfo.rao_blackwell``). Returns (N, G-1) and (P, N, G-1) in bits, index j for the step grid j+1 -> j.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    labels = np.asarray(labels)
+    nodes, weights = rao_blackwell.gauss_hermite()
+    G = chain.steps - start + 1
+    h = np.empty((x.shape[0], G - 1))
+    hz = np.empty((len(partitions), x.shape[0], G - 1))
+    for i in range(chain.steps, start, -1):
+        j = i - 1 - start
+        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i])
+        inc = rao_blackwell.mixture_increments(mean, var, labels, nodes)
+        h[:, j], hz[:, :, j] = rao_blackwell.expected_entropies(log_post[:, j + 1], inc, weights, partitions)
+    return h, hz
 
 
 def _quadrature(mix: Mixture, alpha_bar, points: int, width: float = 10.0):

@@ -19,6 +19,7 @@ from .diffusion import sampler_chain
 from .io import open_checked, provenance, write_netcdf
 from .models import load_adapter
 from .posterior import online_log_posterior
+from .rao_blackwell import shared_sigma_expected_entropies
 from .sampler import sample_trajectories
 from .stages import class_layout, concat_shards, resolve_partitions, trajectory_dataset
 
@@ -89,6 +90,10 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
             "label": ("traj", labels[idx]),
             "member": ("traj", members[idx]),
             "traj_index": ("traj", idx),
+            **({} if out.gram is None else {"gram": (
+                ("traj", "step", "class", "class_b"), out.gram,
+                {"long_name": "Gram matrix <delta_c, delta_d> of the step's mean differences (Rao-Blackwell input)",
+                 "units": "1"})}),
             "prior": ("class", np.full(K, 1.0 / K)),
             "image": (("traj", "channel", "y", "x"), _decode(model, out.final, dev)),
             "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), _decode(model, out.snapshots, dev),
@@ -97,6 +102,7 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         },
         coords={
             "step": ("step", chain.times[start + 1:], {"long_name": "time the step starts from"}),
+            "step_sigma": ("step", chain.sigma[start:], {"long_name": "standard deviation of the step", "units": "1"}),
             "time": chain.times[start:],
             "alpha_bar": ("time", chain.alpha_bar[start:]),
             "class": np.asarray(names, dtype=str),
@@ -114,9 +120,16 @@ def shard_posterior(spec: dict, experiment: str, sample, output) -> None:
     n = ds.sizes["traj"]
     log_post = online_log_posterior(np.broadcast_to(np.log(prior), (n, prior.size)), ds["increment"].values)
     names = list(ds["class"].values.astype(str))
+    partitions = resolve_partitions(spec, names)
+    expected = None
+    if "gram" in ds:
+        expected = shared_sigma_expected_entropies(log_post, ds["increment"].values, ds["gram"].values,
+                                                   ds["step_sigma"].values, spec["sampling"]["seed"],
+                                                   list(partitions.values()))
     out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, ds["time"].values,
-                             ds["alpha_bar"].values, names, prior, resolve_partitions(spec, names),
-                             spec["sampling"]["examples_per_class"], dict(ds.attrs), keep_posterior=True)
+                             ds["alpha_bar"].values, names, prior, partitions,
+                             spec["sampling"]["examples_per_class"], dict(ds.attrs), keep_posterior=True,
+                             expected=expected)
     out = out.assign(traj_index=ds["traj_index"], filmstrip_x0=ds["filmstrip_x0"], snapshot_time=ds["snapshot_time"])
     write_netcdf(out, output)
     log.info("wrote %s", output)
@@ -135,6 +148,7 @@ def collect(spec: dict, experiment: str, posteriors, samples, trajectories_out, 
                           {"long_name": "class posterior P(c | x_t)", "units": "1"}),
             "entropy": (("traj", "time"), traj["entropy"].values,
                         {"long_name": "posterior entropy", "units": "bit"}),
+            **({"entropy_rb": traj["entropy_rb"]} if "entropy_rb" in traj else {}),
             "label": ("traj", traj["label"].values, {"long_name": "generating class", "units": "1"}),
         },
         coords={"traj": traj["traj_index"].values, "time": traj["time"].values, "class": traj["class"].values},

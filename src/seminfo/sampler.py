@@ -13,7 +13,9 @@ deviation sigma shared by all conditions (or, for a learned-range network, per e
    delta_c = mu_own - mu_c = -B (out_c - out_own), and the condition-dependent part of log N(x_t'; mu_c, sigma^2 I)
    (``seminfo.posterior.shared_variance_increment``; ``diagonal_variance_increment`` when the variance is
    learned), in float64. The last step (to t = 0) adds no noise: it is not a Bayes step and needs only the
-   trajectory's own condition.
+   trajectory's own condition. With a shared sigma the K x K Gram matrix of the delta_c is kept as well: the
+   increments depend on the step's noise only through <delta_c, z>, so it is all the Rao–Blackwellised entropy rate
+   needs (``seminfo.rao_blackwell``), whatever the state dimension.
 3. Move: x <- A x + B out_own + sigma z, the state in float64 (the network sees float32).
 
 What the posterior is. The update is exact Bayes for the chain that ran, so it gives P(c | x_t, x_{t+1}, …, x_T), the
@@ -66,6 +68,7 @@ class TrajectoryBatch:
     """What sampling returns for a set of trajectories (numpy arrays)."""
 
     increments: np.ndarray  # (N, S - start, K) float64, step j from times[start+j+1] to times[start+j]
+    gram: np.ndarray | None  # (N, S - start, K, K) float32 Gram matrices of the step's delta_c (shared sigma only)
     final: np.ndarray  # (N, *state_shape) float32, the generated x_0 in the chain's units
     snapshots: np.ndarray  # (E, n_snapshots, *state_shape) float32 predicted x_0 of the example trajectories
     snapshot_times: np.ndarray  # (n_snapshots,) int
@@ -79,6 +82,17 @@ def _plan(flat: torch.Tensor, own_flat: torch.Tensor, K: int):
     position = torch.full((own_flat.numel() * K,), -1, dtype=torch.long, device=flat.device)
     position[flat] = torch.arange(flat.numel(), device=flat.device)
     return flat // K, flat % K, flat, position[own_flat]
+
+
+def _gram(delta: torch.Tensor, flat: torch.Tensor, N: int, K: int) -> torch.Tensor:
+    """Per-trajectory Gram matrices <delta_c, delta_d> (N, K, K) of the evaluated pairs (the others count as 0)."""
+    if flat.numel() == N * K:  # every pair, in trajectory-major order
+        full = delta.view(N, K, -1)
+    else:
+        full = delta.new_zeros((N * K, delta.shape[1]))
+        full[flat] = delta
+        full = full.view(N, K, -1)
+    return torch.bmm(full, full.transpose(1, 2)).float()
 
 
 def _predicted_x0(prediction: str, x, out_own, alpha_bar_t: float):
@@ -134,6 +148,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     arange = torch.arange(N, device=dev)
     example_rows = torch.as_tensor(np.flatnonzero(examples), dtype=torch.long, device=dev)
     increments = torch.empty((N, S - start, K), dtype=torch.float64, device=dev)
+    gram = None if learned else torch.zeros((N, S - start, K, K), dtype=torch.float32, device=dev)
     snapshots = torch.empty((example_rows.numel(), snaps.size, D), dtype=torch.float32, device=dev)
     pruning = prune_log_threshold is not None
     if pruning:
@@ -174,6 +189,8 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
                 pair_inc = shared_variance_increment(delta[:, None, :], z.index_select(0, rows), sigma)[:, 0]
             inc = torch.full((N * K,), PRUNED, dtype=torch.float64, device=dev)
             inc[flat] = pair_inc
+            if gram is not None:
+                gram[:, i - 1 - start] = _gram(delta, flat, N, K)
             inc = inc.view(N, K)
             if pruning:
                 inc = inc.masked_fill(~active, PRUNED)
@@ -189,7 +206,8 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
             x = x + sigma * z
         bar.update(N)
     bar.close()
-    out = TrajectoryBatch(increments.cpu().numpy(), x.view(N, *shape).float().cpu().numpy(),
+    out = TrajectoryBatch(increments.cpu().numpy(), None if gram is None else gram.cpu().numpy(),
+                          x.view(N, *shape).float().cpu().numpy(),
                           snapshots.view(example_rows.numel(), snaps.size, *shape).cpu().numpy(), chain.times[snaps])
     if stats is not None:
         exact = N * K * (S - start) + N * start

@@ -16,6 +16,7 @@ from . import gmm
 from .config import class_index, experiment_hash
 from .io import InputError, open_checked, provenance, write_netcdf
 from .posterior import entropy_bits, online_log_posterior, partition_log_posterior
+from .rao_blackwell import rao_blackwell_curves
 from .schedules import make_schedule
 from .summary import build_summary
 
@@ -54,30 +55,43 @@ def resolve_partitions(spec: dict, names: list[str]) -> dict[str, tuple[list[int
 
 
 def trajectory_dataset(log_post, labels, members, times, alpha_bar, names, prior, partitions, examples_per_class,
-                       attrs, keep_posterior: bool = False) -> xr.Dataset:
+                       attrs, keep_posterior: bool = False, expected=None) -> xr.Dataset:
     """Per-trajectory quantities from the log posterior (N, G, K) on the ascending grid ``times``.
 
     ``members`` is each trajectory's index within its class; those below ``examples_per_class`` are the
     examples whose full posterior is kept. Stored in float32 (entropy resolution ~1e-7 bit, far below Monte
     Carlo error): ``entropy`` and ``posterior_true`` (traj, time), ``partition_entropy`` (partition, traj,
-    time), and with ``keep_posterior`` the posterior of every trajectory (traj, time, class).
+    time), and with ``keep_posterior`` the posterior of every trajectory (traj, time, class). ``expected``:
+    the Rao–Blackwellised expected entropies after each step, ((N, G-1), (P, N, G-1)) from
+    ``seminfo.rao_blackwell``, which add ``entropy_rb`` and ``partition_entropy_rb`` (``rao_blackwell_curves``).
     """
     labels = np.asarray(labels)
     n = labels.size
+    h = entropy_bits(log_post)
     data = {
         "label": ("traj", labels),
         "member": ("traj", np.asarray(members)),
         "prior": ("class", np.asarray(prior, dtype=np.float64)),
-        "entropy": (("traj", "time"), entropy_bits(log_post).astype(np.float32)),
+        "entropy": (("traj", "time"), h.astype(np.float32)),
         "posterior_true": (("traj", "time"), np.exp(log_post[np.arange(n), :, labels]).astype(np.float32)),
     }
     coords = {"time": times, "alpha_bar": ("time", alpha_bar), "class": np.asarray(names, dtype=str)}
     if partitions:
-        h = [entropy_bits(partition_log_posterior(log_post, a, b)) for a, b in partitions.values()]
-        data["partition_entropy"] = (("partition", "traj", "time"), np.array(h, dtype=np.float32))
+        hz = np.array([entropy_bits(partition_log_posterior(log_post, a, b)) for a, b in partitions.values()])
+        data["partition_entropy"] = (("partition", "traj", "time"), hz.astype(np.float32))
         data["partition_side_a"] = ("partition", [",".join(map(str, a)) for a, _ in partitions.values()])
         data["partition_side_b"] = ("partition", [",".join(map(str, b)) for _, b in partitions.values()])
         coords["partition"] = list(partitions)
+    if expected is not None:
+        h_exp, hz_exp = expected
+        data["entropy_rb"] = (("traj", "time"), rao_blackwell_curves(h, h_exp).astype(np.float32),
+                              {"long_name": "posterior entropy with expected step changes (Rao-Blackwellised)",
+                               "units": "bit"})
+        if partitions:
+            data["partition_entropy_rb"] = (("partition", "traj", "time"),
+                                            rao_blackwell_curves(hz, hz_exp).astype(np.float32),
+                                            {"long_name": "decision entropy with expected step changes "
+                                                          "(Rao-Blackwellised)", "units": "bit"})
     examples = np.flatnonzero(np.asarray(members) < examples_per_class)
     data["example_posterior"] = (("example", "time", "class"), np.exp(log_post[examples]))
     data["example_label"] = ("example", labels[examples])
@@ -155,8 +169,11 @@ def gmm_posterior(spec: dict, experiment: str, paths, output) -> None:
         "posterior_max_abs_error_vs_exact": max_err,
         "posterior_init_gap_vs_exact": init_gap,
     }
+    partitions = resolve_partitions(spec, names)
+    expected = gmm.path_expected_entropies(mix, chain, x, s["kernel"], ds["label"].values, log_post, start,
+                                           list(partitions.values()))
     out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, times, alpha_bar, names, mix.weights,
-                             resolve_partitions(spec, names), s["examples_per_class"], attrs)
+                             partitions, s["examples_per_class"], attrs, expected=expected)
     write_netcdf(out, output)
     log.info("wrote %s", output)
 
