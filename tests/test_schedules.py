@@ -54,8 +54,8 @@ def test_small_variance_is_the_forward_posterior_variance_and_vanishes_at_the_la
     assert chain.sigma[0] == 0 and np.all(chain.sigma[1:] > 0)
     assert chain.posterior_start == 1
     large = reverse_chain(make_schedule("linear", 1000), 100, "large")
-    assert large.posterior_start == 0
-    np.testing.assert_allclose(large.sigma**2, large.beta)
+    assert large.posterior_start == 1 and large.sigma[0] == 0  # no noise on the last step (Ho et al., Algorithm 2)
+    np.testing.assert_allclose(large.sigma[1:] ** 2, large.beta[1:])
     # beta_tilde <= beta always
     assert np.all(chain.beta_tilde <= chain.beta + 1e-15)
 
