@@ -45,11 +45,14 @@ from tqdm.auto import tqdm
 
 from .diffusion import ReverseChain, learned_range_log_variance, predict_x0, step_coefficients, x0_coefficients
 from .evaluator import PRECISIONS, PairEvaluator
+from .guidance import Guidance, guided_output
 from .noise import check_indices, normal
 from .posterior import diagonal_variance_increment, shared_variance_increment
 from .pruning import PRUNED
 
-__all__ = ["TrajectoryBatch", "PRECISIONS", "snapshot_indices", "sample_trajectories"]
+__all__ = ["TrajectoryBatch", "PRECISIONS", "TRACKING", "snapshot_indices", "sample_trajectories"]
+
+TRACKING = ("full", "one_vs_rest")
 
 # Steps between rebuilds of the pruning plan. Rebuilding reads the pair count back to the host, free on a
 # CPU; on a GPU it would stall the queue every step. Classes are dropped at the same steps either way;
@@ -65,13 +68,16 @@ def snapshot_indices(chain: ReverseChain, count: int) -> np.ndarray:
 
 @dataclass
 class TrajectoryBatch:
-    """What sampling returns for a set of trajectories (numpy arrays)."""
+    """What sampling returns for a set of trajectories (numpy arrays; S' = S - posterior start)."""
 
-    increments: np.ndarray  # (N, S - start, K) float64, step j from times[start+j+1] to times[start+j]
-    gram: np.ndarray | None  # (N, S - start, K, K) float32 Gram matrices of the step's delta_c (shared sigma only)
+    increments: np.ndarray | None  # (N, S', K) float64, step j from times[start+j+1] to times[start+j]; None for
+    #                                one-vs-rest tracking. With guidance: the guided family's.
+    gram: np.ndarray | None  # (N, S', K, K) float32 Gram matrices of the step's delta_c (shared sigma only)
     final: np.ndarray  # (N, *state_shape) float32, the generated x_0 in the chain's units
     snapshots: np.ndarray  # (E, n_snapshots, *state_shape) float32 predicted x_0 of the example trajectories
     snapshot_times: np.ndarray  # (n_snapshots,) int
+    model_increments: np.ndarray | None = None  # (N, S', K) the unguided model's, with guidance
+    ovr_increments: np.ndarray | None = None  # (N, S', 1 or K) one-vs-rest: log N(mu_c) - log N(mu_null)
 
 
 def _plan(flat: torch.Tensor, own_flat: torch.Tensor, K: int):
@@ -106,7 +112,8 @@ def _predicted_x0(prediction: str, x, out_own, alpha_bar_t: float):
 def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, eval_batch: int = 1024,
                         examples=None, n_snapshots: int = 8, device="cpu", progress: bool = True, *,
                         prune_log_threshold: float | None = None, precision: str = "fp32", compile: bool = False,
-                        log_prior=None, stats: dict | None = None) -> TrajectoryBatch:
+                        log_prior=None, guidance: Guidance | None = None, tracking: str = "full",
+                        null_tracking: bool = False, stats: dict | None = None) -> TrajectoryBatch:
     """Sample trajectories of the given conditions and record the per-step log-likelihood increments.
 
     model                an adapter (``seminfo.models.base.Adapter``) with K = ``model.num_conditions``
@@ -122,15 +129,28 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     compile              torch.compile the network (static shapes: chunks padded to eval_batch / 8, / 4, / 2
                          or eval_batch, so at most four compilations)
     log_prior            (K,) log prior used for the pruning odds; None = uniform
+    guidance             classifier-free guidance (``seminfo.guidance``): the trajectories move with the guided
+                         output; ``increments`` are then those of the guided family and ``model_increments`` those
+                         of the unguided model on the guided path (one null evaluation per trajectory and guided step)
+    tracking             'full': all K conditions per step (``increments``); 'one_vs_rest': only the own condition and
+                         the null one, 2 evaluations per step whatever K (``ovr_increments`` (N, S', 1), no
+                         ``increments``); see ``seminfo.one_vs_rest``
+    null_tracking        with 'full': evaluate the null condition too and record the one-vs-rest increments of every
+                         condition on the same trajectories (``ovr_increments`` (N, S', K)), for comparison
     stats                if a dict, filled with evaluations performed, padding, seconds and model_seconds
     The posterior grid starts at ``chain.posterior_start`` (the noiseless last step is not a Bayes step).
     Pruned conditions get increment ``PRUNED`` from the step after they are dropped. A convolutional model's
     weights are converted to channels-last in place (same values, other strides).
     """
+    if tracking not in TRACKING:
+        raise ValueError(f"tracking must be one of {TRACKING}, got {tracking!r}")
+    ovr = tracking == "one_vs_rest"
+    if (guidance is not None or ovr or null_tracking) and not model.has_null:
+        raise ValueError(f"{model.source}: guidance and one-vs-rest tracking need a model with a null condition")
     if prune_log_threshold is not None and not prune_log_threshold < 0:
         raise ValueError(f"prune_log_threshold must be negative (or None for exact), got {prune_log_threshold}")
-    if model.variance == "learned_range" and prune_log_threshold is not None:
-        raise ValueError("pruning assumes a variance shared by all conditions; a learned-range model has none")
+    if prune_log_threshold is not None and (model.variance == "learned_range" or ovr):
+        raise ValueError("pruning needs full tracking and a variance shared by all conditions")
     began = time.perf_counter()
     dev = torch.device(device)
     labels = np.asarray(labels)
@@ -140,15 +160,22 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     D = int(np.prod(shape))
     learned = model.variance == "learned_range"
     snaps = snapshot_indices(chain, n_snapshots)
-    evaluate = PairEvaluator(model, eval_batch, N * K, precision, compile, dev, timed=stats is not None)
+    nulls = guidance is not None or ovr or null_tracking
+    evaluate = PairEvaluator(model, eval_batch, N * ((1 if ovr else K) + nulls), precision, compile, dev,
+                             timed=stats is not None)
     replan_every = _REPLAN_EVERY.get(dev.type, _REPLAN_EVERY_DEFAULT)
 
     indices = check_indices(indices).to(dev)
     own = torch.as_tensor(labels, dtype=torch.long, device=dev)
     arange = torch.arange(N, device=dev)
+    null_cond = torch.full((N,), K, dtype=torch.long, device=dev)
     example_rows = torch.as_tensor(np.flatnonzero(examples), dtype=torch.long, device=dev)
-    increments = torch.empty((N, S - start, K), dtype=torch.float64, device=dev)
-    gram = None if learned else torch.zeros((N, S - start, K, K), dtype=torch.float32, device=dev)
+    G = S - start
+    f64 = {"dtype": torch.float64, "device": dev}
+    increments = None if ovr else torch.empty((N, G, K), **f64)
+    model_increments = torch.empty((N, G, K), **f64) if guidance is not None and not ovr else None
+    ovr_increments = torch.empty((N, G, 1 if ovr else K), **f64) if ovr or null_tracking else None
+    gram = None if learned or ovr else torch.zeros((N, G, K, K), dtype=torch.float32, device=dev)
     snapshots = torch.empty((example_rows.numel(), snaps.size, D), dtype=torch.float32, device=dev)
     pruning = prune_log_threshold is not None
     if pruning:
@@ -156,62 +183,100 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
         log_odds = (lp[None, :] - lp[labels][:, None]).to(dev)  # log P(c|x) - log P(own|x), from the prior
         active = torch.ones((N, K), dtype=torch.bool, device=dev)
     own_flat = arange * K + own
-    rows, conds, flat, own_pos = _plan(torch.arange(N * K, device=dev), own_flat, K)
+    everything = own_flat if ovr else torch.arange(N * K, device=dev)
+    rows, conds, flat, own_pos = _plan(everything, own_flat, K)
     bar = tqdm(total=N * S, unit="step", desc="sampling", disable=not progress, mininterval=5)
 
     x = normal(seed, indices, 0, D, device=dev)  # x_T ~ N(0, I), float64 state
     for i in range(S, 0, -1):
         ab_t, sigma = float(chain.alpha_bar[i]), float(chain.sigma[i - 1])
         a, b = step_coefficients(chain, i, model.prediction)
+        w = 1.0 if guidance is None else guidance.scale_at(float(chain.times[i]))
         bayes = i > start
         if not bayes:
             rows, conds, flat, own_pos = _plan(own_flat, own_flat, K)
         elif pruning and (S - i) % replan_every == 0:
             # the one host sync of a step (the pair count), and only when replanning
             rows, conds, flat, own_pos = _plan(active.reshape(-1).nonzero().squeeze(1), own_flat, K)
-        # 1. the network's output for the planned pairs; the own condition's is the one that moves the trajectory.
-        out = evaluate(x.float(), model.network_time(int(chain.times[i])), rows, conds, once=not bayes)
+        with_null = w != 1.0 or (bayes and (ovr or null_tracking))
+        # 1. the network's output for the planned pairs (and the null condition of every trajectory when guiding or
+        #    tracking one-vs-rest); the own condition's (guided) output is the one that moves the trajectory.
+        pair_rows, pair_conds = (rows, conds)
+        if with_null:
+            pair_rows, pair_conds = torch.cat([rows, arange]), torch.cat([conds, null_cond])
+        out = evaluate(x.float(), model.network_time(int(chain.times[i])), pair_rows, pair_conds, once=not bayes)
+        log_var = None
+        z = normal(seed, indices, i, D, device=dev) if sigma > 0 else None
         if learned:
             out, var_values = out[:, :D], out[:, D:]
+            if z is not None:
+                beta, beta_tilde = float(chain.beta[i - 1]), float(chain.beta_tilde[i - 1])
+                log_var = learned_range_log_variance(var_values.double(), beta, beta_tilde)  # (pairs, D)
+                sigma = (0.5 * log_var.index_select(0, own_pos)).exp()  # (N, D): the own condition's, per element
+        if with_null:
+            out, out_null = out[:rows.numel()], out[rows.numel():].double()
+            log_var, log_var_null = (None, None) if log_var is None else (log_var[:rows.numel()],
+                                                                          log_var[rows.numel():])
         out_own = out.index_select(0, own_pos).double()
-        z = normal(seed, indices, i, D, device=dev) if sigma > 0 else None
-        if learned and z is not None:
-            beta, beta_tilde = float(chain.beta[i - 1]), float(chain.beta_tilde[i - 1])
-            log_var = learned_range_log_variance(var_values.double(), beta, beta_tilde)  # (pairs, D)
-            sigma = (0.5 * log_var.index_select(0, own_pos)).exp()  # (N, D): the own condition's, per element
-        if bayes:
-            # 2. delta_c = mu_own - mu_c = -B (out_c - out_own), exact in float64.
-            delta = -b * (out.double() - out_own.index_select(0, rows))
+        move = guided_output(out_own, out_null, w) if w != 1.0 else out_own
+
+        def step_increment(delta, at, lv):
+            """log N(x'; mu_c, .) up to a common constant, for pairs of trajectories ``at`` (x' = mu_move + sigma z)."""
             if learned:
-                pair_inc = diagonal_variance_increment(delta, z.index_select(0, rows), sigma.index_select(0, rows),
-                                                       log_var)
-            else:
-                pair_inc = shared_variance_increment(delta[:, None, :], z.index_select(0, rows), sigma)[:, 0]
-            inc = torch.full((N * K,), PRUNED, dtype=torch.float64, device=dev)
-            inc[flat] = pair_inc
-            if gram is not None:
-                gram[:, i - 1 - start] = _gram(delta, flat, N, K)
-            inc = inc.view(N, K)
-            if pruning:
-                inc = inc.masked_fill(~active, PRUNED)
-                log_odds += inc
-                active &= log_odds >= prune_log_threshold
-            increments[:, i - 1 - start] = inc
+                return diagonal_variance_increment(delta, z.index_select(0, at), sigma.index_select(0, at), lv)
+            return shared_variance_increment(delta[:, None, :], z.index_select(0, at), sigma)[:, 0]
+
+        if bayes:
+            j = i - 1 - start
+            unguided = None  # log N(x'; mu_c) of the unguided kernels, per pair
+            if not ovr:
+                # 2. delta_c = mu~_own - mu~_c = -B w (out_c - out_own), exact in float64 (w = 1: unguided).
+                delta = -(b * w) * (out.double() - out_own.index_select(0, rows))
+                pair_inc = step_increment(delta, rows, log_var)
+                inc = torch.full((N * K,), PRUNED, **f64)
+                inc[flat] = pair_inc
+                if gram is not None:
+                    gram[:, j] = _gram(delta, flat, N, K)
+                inc = inc.view(N, K)
+                if pruning:
+                    inc = inc.masked_fill(~active, PRUNED)
+                    log_odds += inc
+                    active &= log_odds >= prune_log_threshold
+                increments[:, j] = inc
+                unguided = inc
+                if model_increments is not None:
+                    if w != 1.0:  # the unguided model's kernels against the step taken: delta_c = mu~_own - mu_c
+                        unguided = torch.full((N * K,), PRUNED, **f64)
+                        unguided[flat] = step_increment(-b * (out.double() - move.index_select(0, rows)), rows,
+                                                        log_var)
+                        unguided = unguided.view(N, K)
+                    model_increments[:, j] = unguided
+            if ovr_increments is not None:
+                # one condition against the null one: log N(x'; mu_c) - log N(x'; mu_null) (``seminfo.one_vs_rest``)
+                null_inc = step_increment(-b * (out_null - move), arange, log_var_null)
+                if ovr:
+                    own_inc = step_increment(-b * (out_own - move), arange,
+                                             None if log_var is None else log_var.index_select(0, own_pos))
+                    ovr_increments[:, j, 0] = own_inc - null_inc
+                else:
+                    ovr_increments[:, j] = unguided - null_inc[:, None]
         if i in snaps and example_rows.numel():
-            x0 = _predicted_x0(model.prediction, x[example_rows], out_own[example_rows], ab_t)
+            x0 = _predicted_x0(model.prediction, x[example_rows], move[example_rows], ab_t)
             snapshots[:, int(np.flatnonzero(snaps == i)[0])] = x0.float()
-        # 3. the step with the trajectory's own kernel.
-        x = a * x + b * out_own
+        # 3. the step with the trajectory's own (guided) kernel.
+        x = a * x + b * move
         if z is not None:
             x = x + sigma * z
         bar.update(N)
     bar.close()
-    out = TrajectoryBatch(increments.cpu().numpy(), None if gram is None else gram.cpu().numpy(),
-                          x.view(N, *shape).float().cpu().numpy(),
-                          snapshots.view(example_rows.numel(), snaps.size, *shape).cpu().numpy(), chain.times[snaps])
+    host = lambda v: None if v is None else v.cpu().numpy()  # noqa: E731
+    result = TrajectoryBatch(host(increments), host(gram), x.view(N, *shape).float().cpu().numpy(),
+                             snapshots.view(example_rows.numel(), snaps.size, *shape).cpu().numpy(),
+                             chain.times[snaps], host(model_increments), host(ovr_increments))
     if stats is not None:
-        exact = N * K * (S - start) + N * start
+        per_step = 1 if ovr else K
+        exact = N * per_step * G + N * start
         stats.update(evaluations=evaluate.evaluations, padded=evaluate.padded, exact_evaluations=exact,
                      model_seconds=evaluate.total_model_seconds(), seconds=time.perf_counter() - began,
-                     compiled=evaluate.net is not model, trajectories=N, steps=S, classes=K)
-    return out
+                     compiled=evaluate.net is not model, trajectories=N, steps=S, classes=K, tracking=tracking)
+    return result
