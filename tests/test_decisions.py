@@ -155,6 +155,9 @@ def test_decisions_stage_and_figure(tiny_run):
     ax = fig.axes[0]
     assert {c.get_gid() for c in ax.collections} >= {"median", "peak", "peak:exact", "partition_peak"}
     assert any(line.get_gid() == "speciation" for line in ax.lines)
+    (matrix,) = [a for a in fig.axes if any(c.get_gid() == "difference" for c in a.collections)]
+    assert len(matrix.texts) == 6  # one number per ordered pair of the 3 classes
+    assert {tick.get_text() for tick in matrix.get_yticklabels()} == {"a", "b", "c"}
     plotting.save_figure(fig, tiny_run / "decisions.png", dpi=60)
     assert (tiny_run / "decisions.png").stat().st_size > 1000
 
