@@ -196,3 +196,33 @@ def test_acceptance_2_band_coverage_of_the_exact_curves():
     print("coverage:", {k: round(v, 3) for k, v in rates.items()})
     for name, rate in rates.items():
         assert 0.90 <= rate <= 0.99, (name, rate)
+
+
+def test_ddpm_collect_carries_the_rao_blackwellised_curves(tmp_path):
+    """trajectories.nc, which the decisions study reads for DDPMs, keeps entropy_rb of the shards when present."""
+    from seminfo.config import experiment_hash
+    from seminfo.io import write_netcdf
+    from seminfo.network_stages import collect
+
+    spec = {"kind": "ddpm", "sampling": {"steps": 3}}
+    attrs = {"config_hash": experiment_hash(spec)}
+    rng = np.random.default_rng(0)
+    shards, samples, rb = [], [], []
+    for i in range(2):
+        post = rng.dirichlet([1, 1], size=(3, 4))
+        rb.append(rng.random((3, 4)))
+        ds = xr.Dataset({"posterior": (("traj", "time", "class"), post),
+                         "entropy": (("traj", "time"), -(post * np.log2(post)).sum(-1)),
+                         "entropy_rb": (("traj", "time"), rb[-1]), "label": ("traj", [0, 1, 1]),
+                         "traj_index": ("traj", np.arange(3) + 3 * i)},
+                        coords={"time": [1, 4, 7, 10], "class": ["a", "b"]}, attrs=attrs)
+        write_netcdf(ds, tmp_path / f"posterior_{i}.nc")
+        write_netcdf(xr.Dataset({"image": (("sample", "channel", "y", "x"), rng.random((3, 1, 2, 2))),
+                                 "label": ("sample", [0, 1, 1])}, coords={"class": ["a", "b"]}, attrs=attrs),
+                     tmp_path / f"sample_{i}.nc")
+        shards.append(tmp_path / f"posterior_{i}.nc")
+        samples.append(tmp_path / f"sample_{i}.nc")
+    collect(spec, "d", shards, samples, tmp_path / "trajectories.nc", tmp_path / "samples.nc")
+    out = xr.open_dataset(tmp_path / "trajectories.nc").load()
+    np.testing.assert_array_equal(out["entropy_rb"], np.concatenate(rb))
+    assert out["entropy_rb"].attrs["units"] == "bit"

@@ -188,7 +188,6 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     h_band, rate_band = _bands(t, rep[:K], rate_smoothing)
     m_band, m_rate_band = _bands(t, rep[K], rate_smoothing, axis=0)
     mi_band = percentile_band(prior_entropy - rep[K], axis=0)
-    del rep
     data = {
         "prior": _var("prior", ("class",), prior),
         "n_trajectories": _var("n_trajectories", ("class",), count),
@@ -237,7 +236,6 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
                                                 entropy_rate(t, prior @ H_rb, rate_smoothing))
         data.update(_band("entropy_marginal_rate_rb", ("time",),
                           percentile_band(entropy_rate(t, rep[K], rate_smoothing), axis=0)))
-        del rep
     if has_partition_rb:
         means_rb = np.array([partition_moments(part_rb[p], labels, prior, m)[0] for p, m in enumerate(members)])
         rep = np.concatenate([next(reps) for _ in members])
