@@ -139,6 +139,14 @@ def test_decisions_stage_and_figure(tiny_run):
     summary = xr.open_dataset(tiny_run / "summary.nc")
     peaks = summary["time"].values[summary["entropy_rate"].values.argmax(1)]
     np.testing.assert_array_equal(ds["entropy_rate_peak_time"], peaks)
+    # The pairwise table: row minus column, antisymmetric, its interval around it, "resolved" = excludes 0.
+    diff = ds["peak_time_difference"]
+    assert diff.dims == ("class", "class_b") and list(ds["class_b"].values) == ["a", "b", "c"]
+    np.testing.assert_array_equal(diff, peaks[:, None] - peaks[None, :])
+    lo, hi = ds["peak_time_difference_ci_low"].values, ds["peak_time_difference_ci_high"].values
+    np.testing.assert_allclose(lo, -hi.T)
+    np.testing.assert_array_equal(ds["peak_time_difference_resolved"], (lo > 0) | (hi < 0))
+    assert "entropy: " in ds.attrs["peak_curves"]
     lam = speciation.mixture_variance(stages.mixture_from_spec(TINY))
     assert ds.attrs["speciation_eigenvalue"] == pytest.approx(lam)
     assert ds.attrs["speciation_time"] == pytest.approx(
@@ -147,8 +155,31 @@ def test_decisions_stage_and_figure(tiny_run):
     ax = fig.axes[0]
     assert {c.get_gid() for c in ax.collections} >= {"median", "peak", "peak:exact", "partition_peak"}
     assert any(line.get_gid() == "speciation" for line in ax.lines)
+    (matrix,) = [a for a in fig.axes if any(c.get_gid() == "difference" for c in a.collections)]
+    assert len(matrix.texts) == 6  # one number per ordered pair of the 3 classes
+    assert {tick.get_text() for tick in matrix.get_yticklabels()} == {"a", "b", "c"}
     plotting.save_figure(fig, tiny_run / "decisions.png", dpi=60)
     assert (tiny_run / "decisions.png").stat().st_size > 1000
+
+
+def test_decisions_take_the_peaks_from_the_rao_blackwellised_curves(tiny_run):
+    """With entropy_rb in the per-trajectory file, the peak times, their intervals and the pairwise table come
+    from it (here: curves that step at a known time per class), and the attributes say so."""
+    with xr.open_dataset(tiny_run / "posterior.nc") as stored:
+        stored = stored.load()
+    times = stored["time"].values
+    centre = np.array([20, 50, 80])[stored["label"].values]
+    rb = 1 / (1 + np.exp(-(times[None, :] - centre[:, None]) / 4.0))
+    stored.assign(entropy_rb=(("traj", "time"), rb)).to_netcdf(tiny_run / "posterior_rb.nc")
+    out = tiny_run / "decisions_rb.nc"
+    studies.decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior_rb.nc", out,
+                            dict(dec.DEFAULTS, bootstrap_resamples=100))
+    ds = xr.open_dataset(out).load()
+    np.testing.assert_array_equal(ds["entropy_rate_peak_time"], [20, 50, 80])
+    np.testing.assert_array_equal(ds["entropy_rate_peak_time_ci_low"], [20, 50, 80])  # no spread between curves
+    np.testing.assert_array_equal(ds["peak_time_difference"][0], [0, -30, -60])
+    assert ds["peak_time_difference_resolved"].values.sum() == 6
+    assert ds.attrs["peak_curves"].startswith("entropy_rb: Rao-Blackwellised")
 
 
 def test_decisions_stage_refuses_another_configuration(tiny_run):

@@ -55,6 +55,10 @@ def test_study_files(run_dir):
         assert summary[name].dims == ("class",)
         np.testing.assert_array_equal(summary[name], decisions[name])
     assert summary.attrs["decision_threshold"] == 0.8
+    # the bands of the profiles and the intervals of decisions.nc come from the same configured bootstrap
+    assert summary.attrs["bootstrap_resamples"] == 100 and "entropy_rate_ci_low" in summary
+    assert decisions["peak_time_difference"].dims == ("class", "class_b")
+    assert summary.attrs["decision_peak_curves"] == decisions.attrs["peak_curves"]
     # the median decision time lies inside its bootstrap interval, and the interval on the time grid
     assert np.all(summary["decision_time_ci_low"] <= summary["decision_time_median"])
     assert np.all(summary["decision_time_median"] <= summary["decision_time_ci_high"])

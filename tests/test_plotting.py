@@ -102,6 +102,32 @@ def make_summary(K=4, G=101, T=1000, partitions=True, exact=True, examples=3, fi
     return xr.Dataset(data, coords=coords, attrs={"experiment": "synthetic", "kind": "gmm", "T": T})
 
 
+def with_bands(ds, rb=False, half_width=0.3):
+    """The summary with the bootstrap bands summary.nc carries (± ``half_width`` around each curve, so that a rate
+    near 0 is unresolved), and with ``rb`` Rao-Blackwellised rates (half the plain ones, to tell them apart)."""
+    out = ds.copy()
+    if rb:
+        for name in ("entropy_rate", "partition_entropy_rate"):
+            if name in out:
+                out[f"{name}_rb"] = (out[name].dims, 0.5 * out[name].values,
+                                     {"long_name": f"{out[name].attrs['long_name']}, Rao-Blackwellised",
+                                      "units": "bit per unit time"})
+    for name in ("entropy", "entropy_marginal", "mutual_information", "entropy_rate", "partition_entropy",
+                 "partition_entropy_rate", "entropy_rate_rb", "partition_entropy_rate_rb"):
+        if name in out:
+            out[f"{name}_ci_low"] = out[name] - half_width
+            out[f"{name}_ci_high"] = out[name] + half_width
+    return out
+
+
+def _bands(ax):
+    return {c.get_gid(): c for c in ax.collections if (c.get_gid() or "").startswith("band:")}
+
+
+def _legend(fig):
+    return [text.get_text() for legend in fig.legends for text in legend.get_texts()]
+
+
 def make_samples(K=4, per_class=5, channels=1, size=12, seed=0):
     rng = np.random.default_rng(seed)
     label = np.repeat(np.arange(K), per_class)
@@ -151,6 +177,44 @@ def test_entropy_rate_lines_and_peaks(exact):
     expected = ds["t"].values[ds["entropy_rate"].argmax("time").values]
     np.testing.assert_allclose(np.sort(peaks.get_offsets()[:, 0]), np.sort(expected))
     assert "bit per unit time" in ax.get_ylabel()
+
+
+def test_entropy_draws_the_bootstrap_band_else_two_sem():
+    ds = make_summary(K=3)
+    fig = plotting.plot_entropy(with_bands(ds))
+    ax, ax_mi = fig.axes[:2]
+    bands = _bands(ax)
+    assert set(bands) == {"band:c0", "band:c1", "band:c2", "band:marginal"}
+    assert set(_bands(ax_mi)) == {"band:mutual_information"}
+    lows = bands["band:c1"].get_paths()[0].vertices[:, 1]
+    assert lows.min() == pytest.approx(float((ds["entropy"][1] - 0.3).min()))
+    assert "95% bootstrap band" in _legend(fig) and "± 2 SEM" not in _legend(fig)
+    fig = plotting.plot_entropy(ds)  # a dataset without bands: ± 2 SEM, and the legend says so
+    assert "± 2 SEM" in _legend(fig) and "95% bootstrap band" not in _legend(fig)
+    assert "band:marginal" not in _bands(fig.axes[0])
+
+
+@pytest.mark.parametrize("rb", [True, False])
+def test_rate_figures_draw_the_rao_blackwellised_rate_when_present(rb):
+    ds = with_bands(make_summary(K=3), rb=rb)
+    name, part = ("entropy_rate_rb", "partition_entropy_rate_rb") if rb else ("entropy_rate", "partition_entropy_rate")
+    ax = plotting.plot_entropy_rate(ds).axes[0]
+    for k, line in enumerate(_gid_lines(ax, "mc:")):
+        np.testing.assert_array_equal(line.get_ydata(), ds[name].values[k])
+    assert set(_bands(ax)) == {"band:c0", "band:c1", "band:c2"}
+    assert ("Rao-Blackwellised" in ax.get_ylabel()) == rb and ("Rao-Blackwellised" in ax.get_title(loc="left")) == rb
+    fig = plotting.plot_rate_heatmap(ds)
+    ax, cbar = fig.axes
+    mesh, unresolved = ax.collections[:2]
+    np.testing.assert_array_equal(mesh.get_array().reshape(3, -1), ds[name].values)
+    assert unresolved.get_gid() == "unresolved"
+    faded = ~np.ma.getmaskarray(unresolved.get_array()).reshape(3, -1)
+    np.testing.assert_array_equal(faded, np.abs(ds[name].values) <= 0.3)
+    assert ("Rao-Blackwellised" in cbar.get_ylabel()) == rb
+    bottom = plotting.plot_partitions(ds).axes[1]
+    for i, line in enumerate(_gid_lines(bottom, "mc:")):
+        np.testing.assert_array_equal(line.get_ydata(), ds[part].values[i])
+    assert len(_bands(bottom)) == 2 and ("Rao-Blackwellised" in bottom.get_ylabel()) == rb
 
 
 def test_rate_heatmap_rows_and_colorbar():

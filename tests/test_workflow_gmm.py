@@ -33,7 +33,8 @@ TINY = {
 
 COORDS = {"class", "time", "t", "alpha_bar", "log_snr"}
 VARIABLES = {"entropy", "entropy_sem", "entropy_rate", "posterior_true", "entropy_marginal",
-             "mutual_information", "entropy_var", "entropy_exact", "entropy_rate_exact"}
+             "mutual_information", "entropy_var", "entropy_exact", "entropy_rate_exact", "entropy_marginal_rate"}
+BANDED = ("entropy", "entropy_rate", "entropy_marginal", "mutual_information", "entropy_marginal_rate")
 
 
 def snakemake(workdir, *args, timeout=600):
@@ -59,6 +60,9 @@ def test_summary_contract(run_dir):
         assert set(ds.dims) >= {"class", "time"}
         assert COORDS <= set(ds.coords)
         assert VARIABLES <= set(ds.data_vars)
+        for curve in BANDED:  # every curve has its bootstrap band, on the curve's dimensions
+            assert ds[f"{curve}_ci_low"].dims == ds[f"{curve}_ci_high"].dims == ds[curve].dims, curve
+            assert bool((ds[f"{curve}_ci_low"] <= ds[f"{curve}_ci_high"]).all()), curve
         K = len(spec["mixture"]["weights"])
         assert ds.sizes["class"] == K
         times = ds["time"].values
@@ -88,7 +92,8 @@ def test_summary_contract(run_dir):
 def test_partitions_and_time_grid(run_dir):
     ds = xr.open_dataset(run_dir / "results" / "quad" / "summary.nc", engine="netcdf4")
     assert list(ds["partition"].values) == ["coarse", "fine"]
-    assert {"partition_entropy", "partition_entropy_rate", "partition_entropy_exact"} <= set(ds.data_vars)
+    assert {"partition_entropy", "partition_entropy_rate", "partition_entropy_exact", "partition_entropy_ci_low",
+            "partition_entropy_rate_ci_high"} <= set(ds.data_vars)
     assert float(ds["partition_entropy"].max()) <= 1 + 1e-6
     assert ds["time"].values[0] == 0  # the exact kernel is stochastic down to t = 0
     ds2 = xr.open_dataset(run_dir / "results" / "pair_ddpm" / "summary.nc", engine="netcdf4")

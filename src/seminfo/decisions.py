@@ -7,7 +7,10 @@ grid time t' <= t. A trajectory whose final MAP posterior does not exceed the th
 Per class k (trajectories generated for class k): the median decision time over the decided trajectories and
 its percentile-bootstrap confidence interval; and the time at which the entropy rate dH_k/dt peaks, with a CI
 from resampling the class's trajectories, recomputing H_k and its rate (``summary.entropy_rate``, same
-smoothing) and taking the argmax. Pure numpy; times are in the units of the grid given (DDPM steps here).
+smoothing) and taking the argmax. The replicates are those of the profiles' bands (``seminfo.bootstrap``,
+stratified by class), so they are joint across classes: the difference of two classes' peak times in one
+replicate is a replicate of the difference, which gives the pairwise table "does class a peak before class b?".
+Pure numpy; times are in the units of the grid given (DDPM steps here).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import warnings
 
 import numpy as np
 
+from .bootstrap import CONFIDENCE, RESAMPLES, SEED, percentile_interval, replicate_means
 from .summary import entropy_rate
 
 __all__ = [
@@ -26,11 +30,11 @@ __all__ = [
     "rate_peak_times",
     "class_decision_statistics",
     "class_rate_peaks",
+    "pairwise_differences",
 ]
 
 # analysis.* options of the config that this module reads, with their defaults (the schema documents them).
-DEFAULTS = {"decision_threshold": 0.9, "bootstrap_resamples": 1000, "bootstrap_seed": 0}
-CONFIDENCE = 0.95
+DEFAULTS = {"decision_threshold": 0.9, "bootstrap_resamples": RESAMPLES, "bootstrap_seed": SEED}
 
 
 def decision_times(posterior, times, threshold: float):
@@ -50,13 +54,6 @@ def decision_times(posterior, times, threshold: float):
     decided = run > 0
     out[decided] = times[run[decided] - 1]  # ... minus one is the last index still above the threshold
     return out, final
-
-
-def percentile_interval(samples, confidence: float = CONFIDENCE, axis: int = 0):
-    """Percentile interval of bootstrap replicates (NaN-aware)."""
-    tail = 50.0 * (1.0 - confidence)
-    lo, hi = np.nanpercentile(samples, [tail, 100.0 - tail], axis=axis)
-    return lo, hi
 
 
 def bootstrap_median(values, resamples: int, rng: np.random.Generator, confidence: float = CONFIDENCE):
@@ -96,20 +93,33 @@ def class_decision_statistics(decision_time, labels, K: int, resamples: int, see
 def class_rate_peaks(entropy, labels, K: int, times, T: int, smoothing: float, resamples: int, seed: int,
                      confidence: float = CONFIDENCE) -> dict:
     """Per class: peak time of dH_k/dt (H_k the mean of ``entropy`` (N, G) over class-k trajectories) and a
-    bootstrap interval from resampling class-k trajectories with replacement."""
+    bootstrap interval from resampling class-k trajectories with replacement.
+
+    Also returns the replicate peak times (``replicates``, (K, resamples)), joint across classes, for
+    ``pairwise_differences``. A class with fewer than two trajectories gets NaN.
+    """
     entropy = np.asarray(entropy, dtype=np.float64)
     labels = np.asarray(labels)
     times = np.asarray(times)
     t = times / T
+    count = np.bincount(labels, minlength=K)
+    reps = replicate_means([(entropy, np.eye(K))], labels, K, resamples, seed)[0]  # (K, B, G)
+    replicates = rate_peak_times(t, reps, times, smoothing).astype(np.float64)
     out = {name: np.full(K, np.nan) for name in ("peak", "ci_low", "ci_high")}
-    for k in range(K):
-        h = entropy[labels == k]
-        n = h.shape[0]
-        if n < 2:
-            continue
-        out["peak"][k] = rate_peak_times(t, h.mean(0), times, smoothing)
-        rng = np.random.default_rng([seed, 1, k])
-        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples)  # (B, n): one replicate per row
-        reps = rate_peak_times(t, counts @ h / n, times, smoothing)
-        out["ci_low"][k], out["ci_high"][k] = percentile_interval(reps, confidence)
+    for k in np.flatnonzero(count >= 2):
+        out["peak"][k] = rate_peak_times(t, entropy[labels == k].mean(0), times, smoothing)
+        out["ci_low"][k], out["ci_high"][k] = percentile_interval(replicates[k], confidence)
+    replicates[count < 2] = np.nan
+    out["replicates"] = replicates
     return out
+
+
+def pairwise_differences(point, replicates, confidence: float = CONFIDENCE) -> dict:
+    """Differences point[a] - point[b] (K, K) with percentile intervals from joint replicates (K, B), and whether
+    each interval excludes 0 (``resolved``; the diagonal is 0 and never resolved)."""
+    point = np.asarray(point, dtype=np.float64)
+    replicates = np.asarray(replicates, dtype=np.float64)
+    diff = replicates[:, None, :] - replicates[None, :, :]
+    lo, hi = percentile_interval(diff, confidence, axis=2)
+    return {"difference": point[:, None] - point[None, :], "ci_low": lo, "ci_high": hi,
+            "resolved": (lo > 0) | (hi < 0)}

@@ -154,6 +154,9 @@ def collect(spec: dict, experiment: str, posteriors, samples, trajectories_out, 
         coords={"traj": traj["traj_index"].values, "time": traj["time"].values, "class": traj["class"].values},
         attrs=attrs,
     )
+    if "entropy_rb" in traj:  # the decisions study takes its rate peaks from the lower-variance curves
+        trajectories["entropy_rb"] = (("traj", "time"), traj["entropy_rb"].transpose("traj", "time").values,
+                                      {"long_name": "Rao-Blackwellised posterior entropy curve", "units": "bit"})
     write_netcdf(trajectories, trajectories_out)
     parts = [open_checked(p, h, required=("image", "label")) for p in samples]
     images = np.concatenate([p["image"].values for p in parts])

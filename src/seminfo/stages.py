@@ -7,12 +7,14 @@ configuration. Every output is written atomically.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
 from . import gmm
+from .bootstrap import RESAMPLES, SEED
 from .config import class_index, experiment_hash
 from .io import InputError, open_checked, provenance, write_netcdf
 from .posterior import entropy_bits, online_log_posterior, partition_log_posterior
@@ -199,7 +201,13 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
     exact = None
     if spec["kind"] == "gmm":
         exact = gmm_exact_curves(spec, traj["alpha_bar"].values, list(traj["class"].values.astype(str)))
-    ds = build_summary(traj, spec["analysis"]["rate_smoothing"], exact)
+    analysis = spec["analysis"]
+    resamples = int(analysis.get("bootstrap_resamples", RESAMPLES))
+    seed = int(analysis.get("bootstrap_seed", SEED))
+    start = time.perf_counter()
+    ds = build_summary(traj, analysis["rate_smoothing"], exact, resamples=resamples, seed=seed)
+    log.info("profiles with %d-replicate bootstrap bands (seed %d) in %.2f s", resamples, seed,
+             time.perf_counter() - start)
     ds.attrs["seed"] = spec["sampling"]["seed"]
     if spec["kind"] == "gmm":
         from .speciation import mixture_variance, speciation_step
@@ -222,6 +230,7 @@ STUDY_MERGE = {
         "dims": ("class", "partition"),
         "attrs": {"decision_threshold": None, "bootstrap_resamples": None, "bootstrap_seed": None,
                   "confidence": "decision_confidence", "posterior_source": "decision_posterior_source",
+                  "peak_curves": "decision_peak_curves", "peak_interval_method": "decision_peak_interval_method",
                   "speciation_eigenvalue": None, "speciation_ou_time": None, "speciation_time": None,
                   "speciation_note": None, "marginal_entropy_rate_peak_time": None,
                   "marginal_entropy_rate_peak_source": None, "marginal_peak_minus_speciation": None},

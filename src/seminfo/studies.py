@@ -240,7 +240,12 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
     labels = traj["label"].values
     stats = dec.class_decision_statistics(dt, labels, K, resamples, seed)
     smoothing = float(spec["analysis"]["rate_smoothing"])
-    peaks = dec.class_rate_peaks(traj["entropy"].values, labels, K, times, T, smoothing, resamples, seed)
+    # The peaks come from the lower-variance curves when the posterior stage wrote them (same mean, step noise
+    # removed), so that their intervals, and the pairwise table, are as narrow as the data allow.
+    curves = "entropy_rb" if "entropy_rb" in traj else "entropy"
+    peaks = dec.class_rate_peaks(traj[curves].transpose("traj", "time").values, labels, K, times, T, smoothing,
+                                 resamples, seed)
+    pairs = dec.pairwise_differences(peaks["peak"], peaks["replicates"])
     lam, s_ou, step = _speciation(spec, schedule_from_spec(spec))
     agree = np.array([np.mean(final[labels == k] == k) for k in range(K)])
 
@@ -260,6 +265,16 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
                                               "of the entropy-rate peak time (DDPM step)", "1"),
         "entropy_rate_peak_time_ci_high": _var("class", peaks["ci_high"], "upper bound of the 95% bootstrap "
                                                "interval of the entropy-rate peak time (DDPM step)", "1"),
+        "peak_time_difference": _var(("class", "class_b"), pairs["difference"], "entropy-rate peak time of class "
+                                     "minus that of class_b (DDPM steps; > 0: class peaks earlier in generation)",
+                                     "1"),
+        "peak_time_difference_ci_low": _var(("class", "class_b"), pairs["ci_low"], "lower bound of the 95% "
+                                            "bootstrap interval of the peak time difference (DDPM steps)", "1"),
+        "peak_time_difference_ci_high": _var(("class", "class_b"), pairs["ci_high"], "upper bound of the 95% "
+                                             "bootstrap interval of the peak time difference (DDPM steps)", "1"),
+        "peak_time_difference_resolved": _var(("class", "class_b"), pairs["resolved"].astype(np.int8),
+                                              "1 where the 95% interval of the peak time difference excludes 0",
+                                              "1"),
         "decision_time": _var("traj", dt, "decision time of the trajectory (DDPM step; NaN: undecided)",
                               "1"),
         "final_class": _var("traj", final, "MAP class at the end of generation", "1"),
@@ -273,6 +288,10 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
         "confidence": dec.CONFIDENCE,
         "rate_smoothing": smoothing,
         "posterior_source": origin,
+        "peak_curves": (f"{curves}: Rao-Blackwellised per-trajectory entropy curves (expected changes given x_t)"
+                        if curves == "entropy_rb" else f"{curves}: per-trajectory posterior entropy"),
+        "peak_interval_method": "percentile intervals of the stratified bootstrap replicates of profiles.nc's bands "
+                                "(same seed and streams), joint across classes for the pairwise differences",
         "speciation_eigenvalue": lam,
         "speciation_ou_time": s_ou,
         "speciation_time": step,
@@ -288,6 +307,9 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
                                                     "(DDPM step)", "1")
         marginal_rate = s["prior"].values @ exact_rate
         reference, which = peak_exact, "exact"
+    elif "entropy_marginal_rate_rb" in s:
+        reference, which = peaks["peak"], "Monte Carlo (Rao-Blackwellised)"
+        marginal_rate = s["entropy_marginal_rate_rb"].values
     else:
         reference, which = peaks["peak"], "Monte Carlo"
         marginal_rate = s["prior"].values @ s["entropy_rate"].transpose("class", "time").values
@@ -297,13 +319,15 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
     data["peak_minus_speciation"] = _var("class", np.asarray(reference, dtype=float) - step,
                                          f"{which} entropy-rate peak time minus the speciation time (DDPM steps)",
                                          "1")
-    coords = {"class": s["class"].values, "traj": np.arange(labels.size)}
+    coords = {"class": s["class"].values, "class_b": ("class_b", s["class"].values, {"long_name": "class"}),
+              "traj": np.arange(labels.size)}
     if "partition_entropy_rate" in s:
         coords["partition"] = s["partition"].values
-        part_peak = times[s["partition_entropy_rate"].transpose("partition", "time").values.argmax(1)]
+        part_rate = "partition_entropy_rate_rb" if "partition_entropy_rate_rb" in s else "partition_entropy_rate"
+        part_peak = times[s[part_rate].transpose("partition", "time").values.argmax(1)]
         data["partition_rate_peak_time"] = _var("partition", part_peak, "time of the decision-entropy rate peak "
                                                 "(DDPM step)", "1")
-        part_which = "Monte Carlo"
+        part_which = "Monte Carlo" + (" (Rao-Blackwellised)" if part_rate.endswith("_rb") else "")
         if "partition_entropy_exact" in s:
             exact_part = s["partition_entropy_exact"].transpose("partition", "time").values
             part_peak = times[entropy_rate(times / T, exact_part).argmax(1)]

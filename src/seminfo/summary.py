@@ -5,6 +5,17 @@ h(t) = -sum_c P(c | x_t) log2 P(c | x_t); H(c | x_t) = sum_k pi_k H_k(t) and I(c
 The entropy rate is dH/dt on the normalised forward time t/T (positive where generation produces
 information), estimated by second-order central finite differences on the (possibly non-uniform) grid
 (``numpy.gradient``), after an optional Gaussian filter of ``rate_smoothing`` grid points.
+
+Every entropy and rate curve gets a pointwise 95 % band from a bootstrap over trajectories stratified by class
+(``seminfo.bootstrap``): a replicate resamples each class's trajectories within the class, its curves are the
+same functions of its class means as the point estimates (prior weights for H(c | x_t), member weights for a
+partition), and its rate is ``entropy_rate`` (same smoothing) of its mean curve. The bands are stored as
+``<variable>_ci_low`` / ``<variable>_ci_high``.
+
+Per-trajectory curves ``entropy_rb`` (traj, time) and ``partition_entropy_rb`` (partition, traj, time), when the
+posterior stage provides them, are Rao-Blackwellised curves: same mean as ``entropy``, step differences equal to
+the expected change given x_t. Their rates are added as ``entropy_rate_rb``, ``entropy_marginal_rate_rb`` and
+``partition_entropy_rate_rb``, with bands from the same replicates.
 """
 
 from __future__ import annotations
@@ -13,9 +24,11 @@ import numpy as np
 import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 
+from .bootstrap import CONFIDENCE, RESAMPLES, SEED, percentile_band, replicate_means
 from .posterior import LOG2
 
-__all__ = ["entropy_rate", "class_moments", "partition_moments", "build_summary", "VARIABLE_ATTRS"]
+__all__ = ["entropy_rate", "class_moments", "partition_weights", "partition_moments", "build_summary",
+           "VARIABLE_ATTRS"]
 
 BIT_RATE = "bit per unit time"
 
@@ -29,6 +42,10 @@ VARIABLE_ATTRS = {
     "entropy_marginal": ("conditional entropy H(c | x_t)", "bit"),
     "entropy_marginal_sem": ("standard error of H(c | x_t)", "bit"),
     "mutual_information": ("mutual information I(c; x_t)", "bit"),
+    "entropy_marginal_rate": ("rate dH(c | x_t)/dt of the conditional entropy", BIT_RATE),
+    "entropy_rate_rb": ("entropy rate dH/dt, Rao-Blackwellised", BIT_RATE),
+    "entropy_marginal_rate_rb": ("rate dH(c | x_t)/dt of the conditional entropy, Rao-Blackwellised", BIT_RATE),
+    "partition_entropy_rate_rb": ("decision entropy rate dH(z | x_t)/dt, Rao-Blackwellised", BIT_RATE),
     "entropy_exact": ("exact class entropy (quadrature)", "bit"),
     "entropy_rate_exact": ("exact entropy rate dH/dt", BIT_RATE),
     "entropy_marginal_exact": ("exact conditional entropy H(c | x_t)", "bit"),
@@ -68,16 +85,23 @@ def class_moments(values, labels, K: int):
     return mean, var, count
 
 
+def partition_weights(prior, members):
+    """Class weights (K,) of the prior-weighted mixture of ``members``: pi_c / sum_{members} pi, 0 elsewhere."""
+    prior = np.asarray(prior, dtype=np.float64)
+    w = np.zeros(prior.size)
+    w[members] = prior[members] / prior[members].sum()
+    return w
+
+
 def partition_moments(values, labels, prior, members):
     """Mean and standard error of a decision entropy over the prior-weighted mixture of ``members``.
 
     Each class's trajectories estimate its own expectation; the mixture expectation is their weighted sum
-    with weights pi_c / sum_{members} pi (stratified sampling).
+    with weights ``partition_weights`` (stratified sampling).
     """
     K = len(prior)
     mean, var, count = class_moments(values, labels, K)
-    w = np.zeros(K)
-    w[members] = np.asarray(prior)[members] / np.asarray(prior)[members].sum()
+    w = partition_weights(prior, members)
     m = (w[:, None] * mean)[members].sum(0)
     sem = np.sqrt((w[:, None] ** 2 * var / count[:, None])[members].sum(0))
     return m, sem
@@ -88,13 +112,38 @@ def _var(name, dims, data):
     return dims, np.asarray(data), {"long_name": long_name, "units": units}
 
 
-def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | None = None) -> xr.Dataset:
+def _band(name, dims, band) -> dict:
+    """``<name>_ci_low`` / ``_ci_high`` from a (low, high) pair, named after the variable they bound."""
+    long_name, units = VARIABLE_ATTRS[name]
+    what = f"the pointwise {100 * CONFIDENCE:g}% stratified-bootstrap band of the {long_name}"
+    return {
+        f"{name}_ci_{side}": (dims, np.asarray(value), {"long_name": f"{bound} bound of {what}", "units": units})
+        for side, bound, value in (("low", "lower", band[0]), ("high", "upper", band[1]))
+    }
+
+
+def _members(traj: xr.Dataset) -> list[list[int]]:
+    """Class indices of each partition (side A, then side B)."""
+    return [[int(c) for side in ("partition_side_a", "partition_side_b") for c in str(traj[side].values[p]).split(",")]
+            for p in range(traj.sizes["partition"])]
+
+
+def _bands(t, replicates, smoothing: float, axis: int = 1):
+    """Bands of replicate curves and of their rates (``entropy_rate`` along the last axis)."""
+    return (percentile_band(replicates, axis=axis),
+            percentile_band(entropy_rate(t, replicates, smoothing), axis=axis))
+
+
+def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | None = None,
+                  resamples: int = RESAMPLES, seed: int = SEED) -> xr.Dataset:
     """Build summary.nc from a per-trajectory dataset.
 
     ``traj`` holds coordinates ``time`` (ascending), ``class``, ``alpha_bar`` (time), attribute ``T`` and
     variables ``prior`` (class), ``label`` (traj), ``entropy`` and ``posterior_true`` (traj, time); optionally
-    ``partition_entropy`` (partition, traj, time) with ``partition_side_a``/``_b`` and ``example_*``.
+    ``partition_entropy`` (partition, traj, time) with ``partition_side_a``/``_b``, ``example_*``, and the
+    Rao-Blackwellised curves ``entropy_rb`` (traj, time) and ``partition_entropy_rb`` (partition, traj, time).
     ``exact`` optionally maps 'entropy' -> (K, G) and 'partition_entropy' -> (P, G) analytic curves.
+    ``resamples`` and ``seed`` set the stratified bootstrap of the bands.
     """
     T = int(traj.attrs["T"])
     prior = traj["prior"].values
@@ -106,7 +155,8 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     with np.errstate(divide="ignore"):
         log_snr = np.log(alpha_bar) - np.log1p(-alpha_bar)
 
-    H, H_var, count = class_moments(traj["entropy"].values, labels, K)
+    entropy = traj["entropy"].transpose("traj", "time").values
+    H, H_var, count = class_moments(entropy, labels, K)
     if np.any(count < 2):
         raise ValueError(f"every class needs at least two trajectories, got counts {count.tolist()}")
     H_sem = np.sqrt(H_var / count[:, None])
@@ -114,17 +164,47 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     marginal = prior @ H
     prior_entropy = -(prior * np.log(prior)).sum() / LOG2
 
+    # One joint set of replicates for every curve: per class and H(c | x_t) from each entropy-like source, and
+    # each partition's member-weighted mean.
+    class_and_marginal = np.vstack([np.eye(K), prior])
+    has_partitions = "partition_entropy" in traj
+    has_rb = "entropy_rb" in traj
+    has_partition_rb = has_partitions and "partition_entropy_rb" in traj
+    members = _members(traj) if has_partitions else []
+    part_w = [partition_weights(prior, m)[None] for m in members]
+    sources = [(entropy, class_and_marginal)]
+    if has_partitions:
+        part_values = traj["partition_entropy"].transpose("partition", "traj", "time").values
+        sources += [(part_values[p], w) for p, w in enumerate(part_w)]
+    if has_rb:
+        entropy_rb = traj["entropy_rb"].transpose("traj", "time").values
+        sources.append((entropy_rb, class_and_marginal))
+    if has_partition_rb:
+        part_rb = traj["partition_entropy_rb"].transpose("partition", "traj", "time").values
+        sources += [(part_rb[p], w) for p, w in enumerate(part_w)]
+    reps = iter(replicate_means(sources, labels, K, resamples, seed))
+
+    rep = next(reps)  # (K + 1, B, G)
+    h_band, rate_band = _bands(t, rep[:K], rate_smoothing)
+    m_band, m_rate_band = _bands(t, rep[K], rate_smoothing, axis=0)
+    mi_band = percentile_band(prior_entropy - rep[K], axis=0)
     data = {
         "prior": _var("prior", ("class",), prior),
         "n_trajectories": _var("n_trajectories", ("class",), count),
         "entropy": _var("entropy", ("class", "time"), H),
         "entropy_sem": _var("entropy_sem", ("class", "time"), H_sem),
         "entropy_var": _var("entropy_var", ("class", "time"), H_var),
+        **_band("entropy", ("class", "time"), h_band),
         "entropy_rate": _var("entropy_rate", ("class", "time"), entropy_rate(t, H, rate_smoothing)),
+        **_band("entropy_rate", ("class", "time"), rate_band),
         "posterior_true": _var("posterior_true", ("class", "time"), post_true),
         "entropy_marginal": _var("entropy_marginal", ("time",), marginal),
         "entropy_marginal_sem": _var("entropy_marginal_sem", ("time",), np.sqrt(((prior[:, None] * H_sem) ** 2).sum(0))),
+        **_band("entropy_marginal", ("time",), m_band),
+        "entropy_marginal_rate": _var("entropy_marginal_rate", ("time",), entropy_rate(t, marginal, rate_smoothing)),
+        **_band("entropy_marginal_rate", ("time",), m_rate_band),
         "mutual_information": _var("mutual_information", ("time",), prior_entropy - marginal),
+        **_band("mutual_information", ("time",), mi_band),
     }
     coords = {
         "class": ("class", traj["class"].values.astype(str), {"long_name": "class"}),
@@ -133,23 +213,37 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         "alpha_bar": ("time", alpha_bar, {"long_name": "signal level alpha_bar", "units": "1"}),
         "log_snr": ("time", log_snr, {"long_name": "log signal-to-noise ratio", "units": "1"}),
     }
-    if "partition_entropy" in traj:
-        values = traj["partition_entropy"].values
-        means, sems = [], []
-        for p in range(values.shape[0]):
-            members = [int(c) for side in ("partition_side_a", "partition_side_b")
-                       for c in str(traj[side].values[p]).split(",")]
-            m, s = partition_moments(values[p], labels, prior, members)
-            means.append(m)
-            sems.append(s)
+    if has_partitions:
+        means, sems = zip(*(partition_moments(part_values[p], labels, prior, m) for p, m in enumerate(members)))
+        means = np.array(means)
+        p_band, p_rate_band = _bands(t, np.concatenate([next(reps) for _ in members]), rate_smoothing)
+        dims = ("partition", "time")
         coords["partition"] = ("partition", traj["partition"].values.astype(str), {"long_name": "binary decision"})
-        data["partition_entropy"] = _var("partition_entropy", ("partition", "time"), np.array(means))
-        data["partition_entropy_sem"] = _var("partition_entropy_sem", ("partition", "time"), np.array(sems))
-        data["partition_entropy_rate"] = _var(
-            "partition_entropy_rate", ("partition", "time"), entropy_rate(t, np.array(means), rate_smoothing)
-        )
+        data["partition_entropy"] = _var("partition_entropy", dims, means)
+        data["partition_entropy_sem"] = _var("partition_entropy_sem", dims, np.array(sems))
+        data.update(_band("partition_entropy", dims, p_band))
+        data["partition_entropy_rate"] = _var("partition_entropy_rate", dims, entropy_rate(t, means, rate_smoothing))
+        data.update(_band("partition_entropy_rate", dims, p_rate_band))
         for side in ("partition_side_a", "partition_side_b"):
             data[side] = _var(side, ("partition",), traj[side].values.astype(str))
+    if has_rb:
+        H_rb = class_moments(entropy_rb, labels, K)[0]
+        rep = next(reps)
+        data["entropy_rate_rb"] = _var("entropy_rate_rb", ("class", "time"), entropy_rate(t, H_rb, rate_smoothing))
+        data.update(_band("entropy_rate_rb", ("class", "time"),
+                          percentile_band(entropy_rate(t, rep[:K], rate_smoothing), axis=1)))
+        data["entropy_marginal_rate_rb"] = _var("entropy_marginal_rate_rb", ("time",),
+                                                entropy_rate(t, prior @ H_rb, rate_smoothing))
+        data.update(_band("entropy_marginal_rate_rb", ("time",),
+                          percentile_band(entropy_rate(t, rep[K], rate_smoothing), axis=0)))
+    if has_partition_rb:
+        means_rb = np.array([partition_moments(part_rb[p], labels, prior, m)[0] for p, m in enumerate(members)])
+        rep = np.concatenate([next(reps) for _ in members])
+        dims = ("partition", "time")
+        data["partition_entropy_rate_rb"] = _var("partition_entropy_rate_rb", dims,
+                                                 entropy_rate(t, means_rb, rate_smoothing))
+        data.update(_band("partition_entropy_rate_rb", dims,
+                          percentile_band(entropy_rate(t, rep, rate_smoothing), axis=1)))
     if "example_posterior" in traj:
         data["example_posterior"] = _var("example_posterior", ("example", "time", "class"),
                                          traj["example_posterior"].values)
@@ -168,9 +262,19 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
                 "partition_entropy_exact", ("partition", "time"), exact["partition_entropy"]
             )
     attrs = dict(traj.attrs)
+    rate = f"numpy.gradient on t/T after a Gaussian filter of {rate_smoothing} grid points"
     attrs.update(
         n_trajectories=int(count.sum()),
         prior_entropy_bits=float(prior_entropy),
-        rate_estimator=f"numpy.gradient on t/T after a Gaussian filter of {rate_smoothing} grid points",
+        rate_estimator=rate,
+        bootstrap_resamples=int(resamples),
+        bootstrap_seed=int(seed),
+        band_confidence=CONFIDENCE,
+        band_method="pointwise percentile interval of a bootstrap over trajectories stratified by class (each "
+                    "class's trajectories resampled with replacement within the class); every curve of a replicate, "
+                    "rates included, is computed from the replicate's class means as the point estimate is",
     )
+    if has_rb:
+        attrs["rate_estimator_rb"] = (f"{rate}, of the class means of entropy_rb (per-trajectory curves whose "
+                                      "step differences are the expected changes given x_t)")
     return xr.Dataset(data, coords=coords, attrs=attrs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import matplotlib as mpl
 import numpy as np
 import xarray as xr
+from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
@@ -92,13 +93,65 @@ def plot_immse(summary: xr.Dataset, immse: xr.Dataset) -> Figure:
     return fig
 
 
+def _rao_blackwellised_peaks(decisions: xr.Dataset) -> bool:
+    return str(decisions.attrs.get("peak_curves", "")).startswith("entropy_rb")
+
+
+def _peak_difference_matrix(fig, decisions: xr.Dataset) -> None:
+    """K x K matrix of entropy-rate peak time differences, row minus column, classes ordered by peak time
+    (earliest in generation first); cells whose 95 % interval includes 0 are faded (mesh gid ``unresolved``)."""
+    labels = [str(c) for c in decisions["class"].values]
+    K = len(labels)
+    colors = class_colors(K)
+    peak = decisions["entropy_rate_peak_time"].values
+    order = np.argsort(np.where(np.isfinite(peak), -peak, np.inf), kind="stable")
+    diff = decisions["peak_time_difference"].transpose("class", "class_b").values[np.ix_(order, order)]
+    resolved = decisions["peak_time_difference_resolved"].transpose("class", "class_b").values[np.ix_(order, order)]
+    off = ~np.eye(K, dtype=bool)
+    ax = fig.subplots()
+    ax.grid(False)
+    span = float(np.nanmax(np.abs(diff[off]))) if np.isfinite(diff[off]).any() else 1.0
+    mesh = ax.pcolormesh(np.arange(K), np.arange(K), np.ma.masked_where(~off | ~np.isfinite(diff), diff),
+                         cmap="RdBu_r", vmin=-(span or 1.0), vmax=span or 1.0, shading="nearest", gid="difference")
+    ax.pcolormesh(np.arange(K), np.arange(K), np.ma.masked_where(~off | (resolved != 0), np.ones((K, K))),
+                  cmap=ListedColormap(["white"]), vmin=0, vmax=1, alpha=0.65, shading="nearest", gid="unresolved")
+    size = 7 if K <= 6 else 5.5
+    for i in range(K):
+        for j in range(K):
+            if i != j and np.isfinite(diff[i, j]):
+                dark = resolved[i, j] and abs(diff[i, j]) > 0.6 * span
+                ax.text(j, i, f"{diff[i, j]:+.0f}", ha="center", va="center", fontsize=size,
+                        color="white" if dark else "k" if resolved[i, j] else "0.45",
+                        fontweight="bold" if resolved[i, j] else "normal")
+    ax.set_xticks(np.arange(K), [labels[k] for k in order],
+                  rotation=90 if K > 4 and max(map(len, labels)) > 2 else 0)
+    ax.set_yticks(np.arange(K), [labels[k] for k in order])
+    for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
+        for tick, k in zip(ticks, order):
+            tick.set_color(colors[k])
+            tick.set_fontweight("bold")
+    ax.set_xlim(-0.5, K - 0.5)
+    ax.set_ylim(K - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.tick_params(length=0)
+    ax.spines[["top", "right"]].set_visible(True)
+    ax.set_xlabel("class b")
+    ax.set_ylabel("class a")
+    curves = " (Rao-Blackwellised)" if _rao_blackwellised_peaks(decisions) else ""
+    ax.set_title(f"entropy-rate peak time{curves}:\na − b [DDPM steps], > 0: a peaks earlier\nin generation; "
+                 "bold: 95% CI excludes 0", fontsize=8)
+    fig.colorbar(mesh, ax=ax, shrink=0.7, pad=0.03, aspect=15)
+
+
 @_styled
 def plot_decisions(decisions: xr.Dataset) -> Figure:
     """Class-sorted dot/interval chart: median decision time with its 95% bootstrap CI, the interquartile range of
-    the per-trajectory decision times, and the entropy-rate peak with its CI; the speciation time as a line.
+    the per-trajectory decision times, and the entropy-rate peak with its CI; the speciation time as a line. Beside
+    it, when decisions.nc has the pairwise table, the K x K matrix of peak time differences with the pairs whose
+    95 % interval excludes 0 in bold ("does class a decide before class b?").
 
     Classes are sorted by median decision time (undecided classes last). Marker collections carry gids
-    ``median``, ``peak`` and ``peak:exact``.
+    ``median``, ``peak`` and ``peak:exact``; the matrix meshes ``difference`` and ``unresolved``.
     """
     labels = [str(c) for c in decisions["class"].values]
     K = len(labels)
@@ -110,8 +163,18 @@ def plot_decisions(decisions: xr.Dataset) -> Figure:
     y[order] = np.arange(K)
 
     n_rows = K + (decisions.sizes.get("partition", 0) if "partition_rate_peak_time" in decisions else 0)
-    fig = Figure(figsize=(6.8, 1.5 + 0.38 * n_rows), layout="constrained")
-    ax = fig.subplots()
+    has_matrix = "peak_time_difference" in decisions and K >= 2
+    height = 1.5 + 0.38 * n_rows
+    if has_matrix:
+        height = max(height, 2.2 + 0.3 * K)
+        width = max(3.6, 2.2 + 0.3 * K)
+        fig = Figure(figsize=(6.8 + width, height), layout="constrained")
+        left, right = fig.subfigures(1, 2, width_ratios=(6.8, width))
+    else:
+        fig = left = Figure(figsize=(6.8, height), layout="constrained")
+    ax = left.subplots()
+    if has_matrix:
+        _peak_difference_matrix(right, decisions)
     dt = decisions["decision_time"].values / T
     lab = decisions["label"].values
     for k in range(K):
@@ -131,7 +194,8 @@ def plot_decisions(decisions: xr.Dataset) -> Figure:
         Line2D([], [], color="0.3", marker="o", markeredgecolor="white", lw=4.0, label="median decision time (95% CI)"),
         Line2D([], [], color="0.3", lw=1.0, alpha=0.6, label="decision times, interquartile range"),
         Line2D([], [], color="0.3", marker="D", markerfacecolor="white", lw=2.0, alpha=0.8,
-               label="entropy-rate peak (95% CI)"),
+               label="entropy-rate peak (95% CI)" + (",\nRao-Blackwellised" if _rao_blackwellised_peaks(decisions)
+                                                      else "")),
     ]
     if "entropy_rate_peak_time_exact" in decisions:
         exact = decisions["entropy_rate_peak_time_exact"].values / T
@@ -160,7 +224,7 @@ def plot_decisions(decisions: xr.Dataset) -> Figure:
     _time_axis(ax)
     threshold = decisions.attrs.get("decision_threshold")
     title = None if threshold is None else f"decided: P(final MAP class) > {threshold:g}\nfrom then on"
-    _outside_legend(fig, handles, title=title)
+    _outside_legend(left, handles, title=title)
     return fig
 
 

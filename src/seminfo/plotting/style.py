@@ -5,7 +5,10 @@ Conventions shared by all figures:
 - the x axis is normalised forward time t/T in [0, 1]; generation runs from t = 1 (noise) to t = 0 (data), which
   each time axis says with an arrow;
 - class k has the same colour everywhere (``class_colors``);
-- Monte Carlo estimates are solid lines, exact (Gaussian-mixture) curves dashed in the same colour.
+- Monte Carlo estimates are solid lines, exact (Gaussian-mixture) curves dashed in the same colour;
+- shaded bands are the pointwise 95 % stratified-bootstrap bands of summary.nc (``<variable>_ci_low`` /
+  ``_ci_high``), or ± 2 standard errors for datasets without them; the legend says which;
+- rates are the Rao-Blackwellised ones (``<rate>_rb``) when the dataset has them, and the axis label says so.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 logger = logging.getLogger("seminfo.plotting")
 
@@ -46,6 +50,8 @@ _STYLE = {
 _EXACT_DASH = (0, (3.5, 2.0))
 _EXACT = {"ls": _EXACT_DASH, "lw": 1.3, "zorder": 3}
 _BAND_ALPHA = 0.18
+_BOOTSTRAP_LABEL = "95% bootstrap band"
+_SEM_LABEL = "± 2 SEM"
 _PARTITION_CMAP = "Dark2"  # deliberately not tab10, so partitions are never mistaken for classes
 _HEATMAP_CMAP = "viridis"
 _SPECIATION = {"color": "0.25", "ls": ":", "lw": 1.3, "zorder": 1, "gid": "speciation"}
@@ -110,6 +116,35 @@ def _limits(*arrays, pad: float = 0.05) -> tuple[float, float]:
     lo, hi = min(float(flat.min()), 0.0), max(float(flat.max()), 0.0)
     span = hi - lo or 1.0
     return (lo - pad * span if lo < 0 else lo, hi + pad * span)
+
+
+def _rate_name(ds: xr.Dataset, base: str) -> str:
+    """The rate variable a figure draws: the Rao-Blackwellised one when present (same mean, lower variance)."""
+    return f"{base}_rb" if f"{base}_rb" in ds else base
+
+
+def _ci(ds: xr.Dataset, name: str, *dims: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) of the bootstrap band of variable ``name``, or None when the dataset has none."""
+    lo, hi = f"{name}_ci_low", f"{name}_ci_high"
+    if lo in ds and hi in ds:
+        return _values(ds[lo], *dims), _values(ds[hi], *dims)
+    return None
+
+
+def _band_or_sem(ds: xr.Dataset, name: str, *dims: str):
+    """(low, high, legend label) of the band drawn around ``name``: its bootstrap band, else ± 2 SEM (from
+    ``<name>_sem``), else None."""
+    ci = _ci(ds, name, *dims)
+    if ci is not None:
+        return (*ci, _BOOTSTRAP_LABEL)
+    if f"{name}_sem" in ds:
+        mid, sem = _values(ds[name], *dims), _values(ds[f"{name}_sem"], *dims)
+        return mid - 2 * sem, mid + 2 * sem, _SEM_LABEL
+    return None
+
+
+def _band_handle(label: str) -> Patch:
+    return Patch(color="0.5", alpha=0.35, lw=0, label=label)
 
 
 def _max_entropy(ds: xr.Dataset) -> float:
