@@ -13,13 +13,35 @@ import numpy as np
 
 from . import gmm
 
-__all__ = ["mixture_variance", "top_eigenvalue", "speciation_ou_time", "ou_time_to_step", "speciation_step"]
+__all__ = [
+    "mixture_variance",
+    "mixture_eigenvalue",
+    "top_eigenvalue",
+    "speciation_ou_time",
+    "ou_time_to_step",
+    "speciation_step",
+]
 
 
 def mixture_variance(mix: gmm.Mixture) -> float:
     """Variance of a 1-D Gaussian mixture, the only eigenvalue of its covariance."""
     mean = mix.weights @ mix.means
     return float(mix.weights @ (mix.stds**2 + mix.means**2) - mean**2)
+
+
+def mixture_eigenvalue(mix) -> float:
+    """Largest eigenvalue Lambda of the data covariance of a mixture (``gmm.Mixture`` or
+    ``highdim.IsotropicMixture``).
+
+    1-D: its variance. Isotropic in d dimensions: the covariance is sum_c pi_c s_c^2 I_d plus the between-class
+    covariance sum_c pi_c mu_c mu_c^T - mu_bar mu_bar^T, which lives in the span of the means, so Lambda is
+    sum_c pi_c s_c^2 plus the largest eigenvalue of the latter's r x r form in the span coordinates.
+    """
+    if isinstance(mix, gmm.Mixture):
+        return mixture_variance(mix)
+    b = mix.coords - mix.weights @ mix.coords
+    between = (mix.weights[:, None] * b).T @ b
+    return float(mix.weights @ mix.stds**2 + max(np.linalg.eigvalsh(between)[-1], 0.0))
 
 
 def top_eigenvalue(x) -> float:
