@@ -164,3 +164,60 @@ def test_ddpm_kernel_in_d_dims_starts_at_the_prior_and_decides():
     # the posterior is normalised and each partition is a valid binary posterior
     np.testing.assert_allclose(np.exp(normalize_log(log_post)), np.exp(log_post), atol=1e-12)
     assert entropy_bits(partition_log_posterior(log_post, [0], [1])).max() <= 1 + 1e-12
+
+
+# --- configuration ----------------------------------------------------------------------------------------------
+
+def highdim_config(**mixture):
+    mix = {"dim": 3, "weights": [0.5, 0.5], "means": [[1, 0, 0], [-1, 0, 0]], "stds": [0.5, 0.5]} | mixture
+    return {"experiments": {"h": {"kind": "gmm", "mixture": {k: v for k, v in mix.items() if v is not None},
+                                  "schedule": {"name": "linear", "T": 100},
+                                  "sampling": {"steps": 20, "trajectories_per_class": 10}}}}
+
+
+def test_config_accepts_given_and_drawn_means(schema):
+    from seminfo.config import validate_config
+    from seminfo.stages import mixture_from_spec
+
+    spec = validate_config(highdim_config(), schema)["experiments"]["h"]
+    np.testing.assert_array_equal(mixture_from_spec(spec).means, [[1, 0, 0], [-1, 0, 0]])
+    drawn = highdim_config(means=None, mean_norm=2.0, mean_seed=5, mean_antipodal=True)
+    mix = mixture_from_spec(validate_config(drawn, schema)["experiments"]["h"])
+    np.testing.assert_allclose(mix.means, highdim.draw_means(2, 3, 2.0, 5, antipodal=True))
+    # without dim the mixture is the 1-D one, as before
+    one_d = highdim_config(dim=None, means=[-1.0, 1.0])
+    assert isinstance(mixture_from_spec(validate_config(one_d, schema)["experiments"]["h"]), gmm.Mixture)
+
+
+@pytest.mark.parametrize("mixture,extra,key,rule", [
+    ({"means": [[1, 0], [-1, 0, 0]]}, {}, "mixture.means[0]", "dim-length"),
+    ({"means": [1.0, -1.0]}, {}, "mixture.means[0]", "dim-length"),
+    ({"mean_norm": 2.0, "mean_seed": 0}, {}, "mixture", "one-of"),
+    ({"means": None}, {}, "mixture", "one-of"),
+    ({"means": None, "mean_norm": 2.0}, {}, "mixture.mean_seed", "required"),
+    ({"means": None, "mean_norm": 2.0, "mean_seed": 0, "mean_antipodal": True, "weights": [0.4, 0.3, 0.3],
+      "stds": [0.5, 0.5, 0.5]}, {}, "mixture.mean_antipodal", "antipodal-pair"),
+    ({"mean_seed": 1}, {}, "mixture.mean_seed", "unused-key"),
+    ({"dim": None, "means": [[1.0], [-1.0]]}, {}, "mixture.means[0]", "needs-dim"),
+    ({"dim": None, "means": [1.0, -1.0], "mean_norm": 2.0}, {}, "mixture.mean_norm", "needs-dim"),
+    ({"means": None, "mean_norm": float("nan"), "mean_seed": 0}, {}, "mixture.mean_norm", "finite"),
+    ({}, {"convergence": {"steps": [10]}}, "convergence", "one-dimensional"),
+    ({"stds": [0.5, 0.6]}, {"speciation": {"dims": [4, 16]}}, "speciation", "equal-stds"),
+])
+def test_config_rejects_bad_highdim_keys(schema, mixture, extra, key, rule):
+    from seminfo.config import ConfigError, validate_config
+
+    cfg = highdim_config(**mixture)
+    cfg["experiments"]["h"].update(extra)
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, schema)
+    assert str(err.value).startswith(f"experiments.h.{key}:") and f"(rule: {rule}" in str(err.value), str(err.value)
+
+
+def test_speciation_section_does_not_change_the_hash(schema):
+    from seminfo.config import experiment_hash, validate_config
+
+    plain = validate_config(highdim_config(), schema)["experiments"]["h"]
+    cfg = highdim_config()
+    cfg["experiments"]["h"]["speciation"] = {"dims": [4, 16]}
+    assert experiment_hash(validate_config(cfg, schema)["experiments"]["h"]) == experiment_hash(plain)

@@ -242,13 +242,14 @@ class PathStatistics:
 
 
 def sample_statistics(mix: IsotropicMixture, chain: ReverseChain, labels, kernel: str, init: str,
-                      rng: np.random.Generator) -> tuple[PathStatistics, np.ndarray]:
+                      rng: np.random.Generator, block: int = 2**18) -> tuple[PathStatistics, np.ndarray]:
     """Draw reverse trajectories in R^d, each from the kernel of its own class, and keep their ``PathStatistics``.
 
     A real d-dimensional simulation: x (N, d) is stepped with ``kernel_coefficients`` and fresh d-dimensional
     noise, and reduced at every grid time (|x_perp|^2 = |x|^2 - |y|^2, <x_s_perp, x_t_perp> = <x_s, x_t> - y_s.y_t).
-    The noise is drawn in float32 by torch's CPU generator, seeded from ``rng`` (four times faster than numpy's
-    normals, which dominate the cost), and added in float64; the chain and every statistic are float64.
+    Trajectories run in blocks of about ``block`` numbers (rows x d, cache-sized), each block with its own noise
+    stream: float32 normals of torch's CPU generator (four times faster than numpy's, which dominate the cost),
+    seeded from ``rng``, added in float64; the chain and every statistic are float64.
     init  'prior': x_T ~ N(0, I_d) and log P(c | x_T) = log pi; 'exact': x_T ~ p(x_T | c) and log P(c | x_T) exact.
     Returns the statistics and the initial log posterior (N, K).
     """
@@ -256,42 +257,48 @@ def sample_statistics(mix: IsotropicMixture, chain: ReverseChain, labels, kernel
 
     labels = np.asarray(labels)
     n, steps, d = labels.size, chain.steps, mix.dim
+    if init not in ("prior", "exact"):
+        raise ValueError(f"init must be 'prior' or 'exact', got {init!r}")
     proj = np.empty((n, steps + 1, mix.span))
     perp_sq = np.empty((n, steps + 1))
     cross = np.empty((n, steps))
-    own_means = mix.means[labels]
-    gen = torch.Generator().manual_seed(int(rng.integers(2**63)))
-
-    def noise(scale):
-        z = torch.randn((n, d), generator=gen, dtype=torch.float32).numpy()
-        return z * scale.astype(np.float32)[:, None]
-
-    def record(j, x):
-        y = x @ mix.basis.T
-        proj[:, j] = y
-        perp_sq[:, j] = np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", y, y)
-        return y
-
+    coefficients = [kernel_coefficients(mix, chain, kernel, i) if i else None for i in range(steps + 1)]
+    rows = max(1, block // d)
+    seeds = rng.integers(2**63, size=-(-n // rows))
     ab_T = chain.alpha_bar[steps]
-    if init == "prior":
-        x = noise(np.ones(n)).astype(np.float64)
-    elif init == "exact":
-        x = np.sqrt(ab_T) * own_means + noise(np.sqrt(gmm.component_variance(mix.stds, ab_T))[labels])
-    else:
-        raise ValueError(f"init must be 'prior' or 'exact', got {init!r}")
-    y_t = record(steps, x)
+    sd_T = np.sqrt(gmm.component_variance(mix.stds, ab_T)) if init == "exact" else np.ones(mix.K)
+    for b, lo in enumerate(range(0, n, rows)):
+        sl = slice(lo, lo + rows)
+        lab = labels[sl]
+        means = mix.means[lab]
+        gen = torch.Generator().manual_seed(int(seeds[b]))
+
+        def noise(scale):
+            z = torch.randn((lab.size, d), generator=gen, dtype=torch.float32).numpy()
+            return z * scale.astype(np.float32)[:, None]
+
+        def record(j, x):
+            y = x @ mix.basis.T
+            proj[sl, j] = y
+            perp_sq[sl, j] = np.einsum("ij,ij->i", x, x) - np.einsum("ij,ij->i", y, y)
+            return y
+
+        x = noise(sd_T[lab]).astype(np.float64)
+        if init == "exact":
+            x += np.sqrt(ab_T) * means
+        y_t = record(steps, x)
+        for i in range(steps, 0, -1):
+            A, B, W = coefficients[i]
+            x_s = A[lab, None] * x
+            x_s += B[lab, None] * means
+            x_s += noise(np.sqrt(W[lab]))
+            y_s = record(i - 1, x_s)
+            cross[sl, i - 1] = np.einsum("ij,ij->i", x_s, x) - np.einsum("ij,ij->i", y_s, y_t)
+            x, y_t = x_s, y_s
     if init == "prior":
         log_init = np.broadcast_to(mix.log_prior, (n, mix.K)).copy()
     else:
         log_init = exact_log_posterior(mix, proj[:, steps], perp_sq[:, steps], ab_T)
-    for i in range(steps, 0, -1):
-        A, B, W = kernel_coefficients(mix, chain, kernel, i)
-        x_s = A[labels, None] * x
-        x_s += B[labels, None] * own_means
-        x_s += noise(np.sqrt(W[labels]))
-        y_s = record(i - 1, x_s)
-        cross[:, i - 1] = np.einsum("ij,ij->i", x_s, x) - np.einsum("ij,ij->i", y_s, y_t)
-        x, y_t = x_s, y_s
     return PathStatistics(proj, perp_sq, cross), log_init
 
 
