@@ -236,10 +236,6 @@ class PathStatistics:
     perp_sq: np.ndarray
     perp_cross: np.ndarray
 
-    def rows(self, index) -> PathStatistics:
-        """The statistics of a subset of trajectories (a slice or index array)."""
-        return PathStatistics(self.proj[index], self.perp_sq[index], self.perp_cross[index])
-
 
 def sample_statistics(mix: IsotropicMixture, chain: ReverseChain, labels, kernel: str, init: str,
                       rng: np.random.Generator, block: int = 2**18) -> tuple[PathStatistics, np.ndarray]:
