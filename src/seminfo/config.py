@@ -133,9 +133,55 @@ def _check_sampling_kernel(spec: dict, key: str) -> None:
                           "(rule: unused-key)")
 
 
+def _check_mixture_means(spec: dict, key: str) -> None:
+    """1-D means are numbers; with ``dim`` they are K lists of dim numbers, or drawn (mean_norm, mean_seed)."""
+    mix, k = spec["mixture"], len(spec["mixture"]["weights"])
+    drawn = [f for f in ("mean_norm", "mean_seed", "mean_antipodal") if f in mix]
+    if "dim" not in mix:
+        if drawn:
+            raise ConfigError(f"{key}.mixture.{drawn[0]}: applies with mixture.dim only (rule: needs-dim)")
+        if "means" not in mix:
+            raise ConfigError(f"{key}.mixture: 'means' is a required property (rule: required)")
+        vectors = [i for i, m in enumerate(mix["means"]) if isinstance(m, list)]
+        if vectors:
+            raise ConfigError(f"{key}.mixture.means[{vectors[0]}]: a 1-D mixture takes one number per class; set "
+                              "mixture.dim for vector means (rule: needs-dim)")
+        return
+    dim = mix["dim"]
+    if ("means" in mix) == ("mean_norm" in mix):
+        raise ConfigError(f"{key}.mixture: with dim give either means or mean_norm, not both or neither "
+                          "(rule: one-of)")
+    if "means" in mix:
+        if drawn:
+            raise ConfigError(f"{key}.mixture.{drawn[0]}: applies with mean_norm only (rule: unused-key)")
+        for i, m in enumerate(mix["means"]):
+            if not isinstance(m, list) or len(m) != dim:
+                raise ConfigError(f"{key}.mixture.means[{i}]: must be a list of dim = {dim} numbers "
+                                  "(rule: dim-length)")
+        return
+    if "mean_seed" not in mix:
+        raise ConfigError(f"{key}.mixture.mean_seed: required with mean_norm (rule: required)")
+    if mix.get("mean_antipodal") and k != 2:
+        raise ConfigError(f"{key}.mixture.mean_antipodal: needs exactly 2 classes, there are {k} "
+                          "(rule: antipodal-pair)")
+
+
+def _check_studies(spec: dict, key: str) -> None:
+    """The step-convergence study is 1-D only; the speciation study takes the experiment's (common) std."""
+    if "dim" in spec["mixture"] and "convergence" in spec:
+        raise ConfigError(f"{key}.convergence: the step-convergence study is for 1-D mixtures only (without "
+                          "mixture.dim) (rule: one-dimensional)")
+    stds = spec["mixture"]["stds"]
+    if "speciation" in spec and len(set(stds)) != 1:
+        raise ConfigError(f"{key}.speciation: the study takes the experiment's std, which must be the same for "
+                          f"every class, got {stds} (rule: equal-stds)")
+
+
 def _check_gmm(spec: dict, key: str) -> None:
     mix = spec["mixture"]
     k = len(mix["weights"])
+    _check_mixture_means(spec, key)
+    _check_studies(spec, key)
     for field in ("means", "stds", "class_names"):
         if field in mix and len(mix[field]) != k:
             raise ConfigError(
@@ -192,7 +238,7 @@ def experiment_hash(spec: dict) -> str:
 
     Intermediate files carry it, so that a stage can refuse files made for another configuration.
     """
-    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots", "immse", "convergence")}
+    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots", "immse", "convergence", "speciation")}
     blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

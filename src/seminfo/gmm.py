@@ -18,9 +18,11 @@ from .posterior import entropy_bits, log_normal, normalize_log, partition_log_po
 
 __all__ = [
     "Mixture",
+    "component_variance",
     "marginal_moments",
     "exact_log_posterior",
     "exact_eps",
+    "exact_kernel_gain",
     "exact_kernel",
     "ddpm_kernel",
     "ddim_kernel",
@@ -61,10 +63,16 @@ class Mixture:
         return np.log(self.weights)
 
 
+def component_variance(stds, alpha_bar):
+    """Variance v_c(t) = ab s_c^2 + 1 - ab of x_t | c (of each coordinate), shape (..., K) for ``alpha_bar`` (...)."""
+    ab = np.asarray(alpha_bar, dtype=np.float64)[..., None]
+    return ab * stds**2 + 1.0 - ab
+
+
 def marginal_moments(mix: Mixture, alpha_bar):
     """Mean and variance of x_t | c, shapes (..., K) for ``alpha_bar`` of shape (...)."""
     ab = np.asarray(alpha_bar, dtype=np.float64)[..., None]
-    return np.sqrt(ab) * mix.means, ab * mix.stds**2 + 1.0 - ab
+    return np.sqrt(ab) * mix.means, component_variance(mix.stds, alpha_bar)
 
 
 def exact_log_posterior(mix: Mixture, x, alpha_bar):
@@ -82,17 +90,26 @@ def exact_eps(mix: Mixture, x, alpha_bar):
     return np.sqrt(1.0 - np.asarray(alpha_bar))[..., None] * (np.asarray(x)[..., None] - mean) / var
 
 
-def exact_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float):
-    """Exact reverse kernel p(x_s | x_t, c) of every class for s < t: mean (..., K) and variance (K,).
+def exact_kernel_gain(stds, ab_t: float, ab_s: float):
+    """Gain C / v_t and variance v_s - C^2 / v_t of the exact reverse kernel of every class, shapes (K,).
 
     (x_s, x_t) | c is jointly Gaussian with Cov = C = sqrt(ab_t / ab_s) v_s, so
     x_s | x_t, c ~ N(sqrt(ab_s) m_c + (C / v_t)(x_t - sqrt(ab_t) m_c), v_s - C^2 / v_t).
     """
-    mean_t, v_t = marginal_moments(mix, ab_t)
-    mean_s, v_s = marginal_moments(mix, ab_s)
+    v_t = component_variance(stds, ab_t)
+    v_s = component_variance(stds, ab_s)
     cov = np.sqrt(ab_t / ab_s) * v_s
-    mean = mean_s + cov / v_t * (np.asarray(x_t)[..., None] - mean_t)
-    return mean, v_s - cov**2 / v_t
+    return cov / v_t, v_s - cov**2 / v_t
+
+
+def exact_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float):
+    """Exact reverse kernel p(x_s | x_t, c) of every class for s < t: mean (..., K) and variance (K,)
+    (``exact_kernel_gain``)."""
+    mean_t, _ = marginal_moments(mix, ab_t)
+    mean_s, _ = marginal_moments(mix, ab_s)
+    gain, var = exact_kernel_gain(mix.stds, ab_t, ab_s)
+    mean = mean_s + gain * (np.asarray(x_t)[..., None] - mean_t)
+    return mean, var
 
 
 def ddpm_kernel(mix: Mixture, x_t, ab_t: float, beta: float, sigma: float):

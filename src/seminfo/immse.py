@@ -21,7 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.interpolate import PchipInterpolator
 
-from . import gmm
+from . import gmm, highdim
 from .diffusion import predict_x0
 from .posterior import LOG2
 
@@ -31,6 +31,8 @@ __all__ = [
     "step_grid",
     "gmm_denoisers",
     "gmm_integrand",
+    "isotropic_denoisers",
+    "isotropic_integrand",
     "network_integrand",
     "integrate",
     "information_at",
@@ -106,6 +108,41 @@ def gmm_integrand(mix: gmm.Mixture, u, per_class: int, seed: int):
         for k in range(mix.K):
             cond, uncond = gmm_denoisers(mix, x[k], ab)
             sq[k] = 0.5 * gamma * (cond[:, k] - uncond) ** 2
+        mean[j], se[j] = _stratified(sq, mix.weights)
+    return mean, se
+
+
+def isotropic_denoisers(mix: highdim.IsotropicMixture, x, alpha_bar):
+    """Exact denoisers of a d-dimensional isotropic mixture at ``x`` (N, d) and scalar ``alpha_bar``: the
+    class-conditional x̂_0(x, c) (N, K, d), from the exact class eps through ``predict_x0``, and the unconditional
+    x̂_0(x) = sum_c P(c | x) x̂_0(x, c) (N, d)."""
+    x = np.asarray(x, dtype=np.float64)
+    cond = predict_x0(x[:, None, :], highdim.exact_eps(mix, x, alpha_bar), alpha_bar)
+    y, perp = mix.reduce(x)
+    post = np.exp(highdim.exact_log_posterior(mix, y, (perp * perp).sum(-1), alpha_bar))
+    return cond, np.einsum("nk,nkd->nd", post, cond)
+
+
+def isotropic_integrand(mix: highdim.IsotropicMixture, u, per_class: int, seed: int, chunk: int = 2_000_000):
+    """``gmm_integrand`` for a d-dimensional isotropic mixture: samples of x_t | c ~ N(sqrt(ab) mu_c, v_c I_d) in R^d
+    (the forward-noised data, drawn in one step), exact denoisers (``isotropic_denoisers``), |x̂_0(x, c) - x̂_0(x)|^2
+    summed over the d coordinates. Samples are processed in chunks of about ``chunk`` numbers; each point has its
+    own random stream (seed, index)."""
+    u = np.asarray(u, dtype=np.float64)
+    mean, se = np.empty(u.size), np.empty(u.size)
+    rows = max(1, chunk // (mix.dim * mix.K))
+    for j, uj in enumerate(u):
+        rng = np.random.default_rng([seed, j])
+        gamma = np.exp(uj)
+        ab = gamma / (1.0 + gamma)
+        sq = np.empty((mix.K, per_class))
+        for k in range(mix.K):
+            for lo in range(0, per_class, rows):
+                n = min(rows, per_class - lo)
+                sd = np.sqrt(ab * mix.stds[k] ** 2 + 1.0 - ab)
+                x = np.sqrt(ab) * mix.means[k] + sd * rng.standard_normal((n, mix.dim))
+                cond, uncond = isotropic_denoisers(mix, x, ab)
+                sq[k, lo:lo + n] = 0.5 * gamma * ((cond[:, k] - uncond) ** 2).sum(-1)
         mean[j], se[j] = _stratified(sq, mix.weights)
     return mean, se
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Schedule", "linear_betas", "cosine_betas", "make_schedule", "respaced_times"]
+__all__ = ["Schedule", "linear_betas", "cosine_betas", "make_schedule", "schedule_from_alpha_bar", "respaced_times"]
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -64,6 +64,16 @@ def make_schedule(name: str, T: int, **params) -> Schedule:
     if name == "cosine":
         return Schedule(name, cosine_betas(T, **params))
     raise ValueError(f"unknown schedule {name!r} (expected 'linear' or 'cosine')")
+
+
+def schedule_from_alpha_bar(name: str, alpha_bar) -> Schedule:
+    """The schedule whose alpha_bar on t = 0 … T is ``alpha_bar`` (1 at t = 0, strictly decreasing, positive):
+    ``beta_t = 1 - alpha_bar[t] / alpha_bar[t-1]``. The Schedule recomputes alpha_bar as the product of the
+    1 - beta_t, which agrees with the input to rounding (float64)."""
+    ab = np.asarray(alpha_bar, dtype=np.float64)
+    if ab.ndim != 1 or ab.size < 2 or ab[0] != 1.0 or not np.all((ab[1:] > 0) & (np.diff(ab) < 0)):
+        raise ValueError("alpha_bar must start at 1 and decrease strictly, staying positive")
+    return Schedule(name, 1.0 - ab[1:] / ab[:-1])
 
 
 def respaced_times(T: int, steps: int) -> np.ndarray:

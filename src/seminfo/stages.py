@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import gmm
+from . import gmm, highdim
 from .bootstrap import RESAMPLES, SEED
 from .config import class_index, experiment_hash
 from .io import InputError, open_checked, provenance, write_netcdf
@@ -42,9 +42,16 @@ def schedule_from_spec(spec: dict):
     return make_schedule(spec["schedule"]["name"], spec["schedule"]["T"], **params)
 
 
-def mixture_from_spec(spec: dict) -> gmm.Mixture:
+def mixture_from_spec(spec: dict) -> gmm.Mixture | highdim.IsotropicMixture:
+    """The 1-D mixture, or with ``mixture.dim`` the d-dimensional isotropic one."""
     mix = spec["mixture"]
+    if "dim" in mix:
+        return highdim.mixture_from_config(mix)
     return gmm.Mixture(mix["weights"], mix["means"], mix["stds"])
+
+
+def _is_highdim(mix) -> bool:
+    return isinstance(mix, highdim.IsotropicMixture)
 
 
 def resolve_partitions(spec: dict, names: list[str]) -> dict[str, tuple[list[int], list[int]]]:
@@ -134,11 +141,18 @@ def gmm_sample(spec: dict, experiment: str, output) -> None:
     rng = np.random.default_rng(s["seed"])
     log.info("sampling %d trajectories x %d steps (kernel %s, init %s)", labels.size, chain.steps, s["kernel"],
              s["init"])
-    x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], rng)
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {"T": spec["schedule"]["T"], "seed": s["seed"]}
+    if _is_highdim(mix):
+        log.info("d = %d dimensions, means spanning %d; the step-convergence study is skipped (1-D mixtures only)",
+                 mix.dim, mix.span)
+        stats, log_init = highdim.sample_statistics(mix, chain, labels, s["kernel"], s["init"], rng)
+        paths = path_statistics_variables(mix, stats)
+        attrs["dim"] = mix.dim
+    else:
+        x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], rng)
+        paths = {"x": (("traj", "time"), x, {"long_name": "reverse trajectory x_t", "units": "1"})}
     ds = xr.Dataset(
-        {
-            "x": (("traj", "time"), x, {"long_name": "reverse trajectory x_t", "units": "1"}),
+        paths | {
             "label": ("traj", labels, {"long_name": "generating class", "units": "1"}),
             "member": ("traj", members, {"long_name": "index of the trajectory within its class", "units": "1"}),
             "log_posterior_init": (("traj", "class"), log_init, {"long_name": "log P(c | x_T)", "units": "1"}),
@@ -150,19 +164,46 @@ def gmm_sample(spec: dict, experiment: str, output) -> None:
     log.info("wrote %s", output)
 
 
+def path_statistics_variables(mix: highdim.IsotropicMixture, stats: highdim.PathStatistics) -> dict:
+    """paths.nc variables of d-dimensional trajectories: their ``highdim.PathStatistics`` (nothing grows with d)."""
+    return {
+        "proj": (("traj", "time", "span"), stats.proj, {"long_name": "coordinates of x_t in an orthonormal basis of "
+                                                        "the span of the class means", "units": "1"}),
+        "perp_sq": (("traj", "time"), stats.perp_sq, {"long_name": "squared norm of the part of x_t orthogonal to "
+                                                      "the means", "units": "1"}),
+        "perp_cross": (("traj", "step"), stats.perp_cross, {"long_name": "inner product of the orthogonal parts of "
+                                                            "x_t before and after step i (index i-1)", "units": "1"}),
+        "mean_coords": (("class", "span"), mix.coords, {"long_name": "class means in the span basis", "units": "1"}),
+    }
+
+
+def path_statistics(mix: highdim.IsotropicMixture, ds: xr.Dataset, path) -> highdim.PathStatistics:
+    """The statistics of a paths.nc, checked against the span basis of the config's means."""
+    if ds.sizes.get("span") != mix.span or not np.allclose(ds["mean_coords"].values, mix.coords, rtol=0,
+                                                            atol=1e-12 * (1 + np.abs(mix.coords).max())):
+        raise InputError(f"{path}: its span coordinates of the means differ from the config's")
+    return highdim.PathStatistics(ds["proj"].values, ds["perp_sq"].values, ds["perp_cross"].values)
+
+
 def gmm_posterior(spec: dict, experiment: str, paths, output) -> None:
     """Run the online Bayes update along the sampled paths (rule gmm_posterior)."""
     config_hash = experiment_hash(spec)
-    ds = open_checked(paths, config_hash, required=("x", "label", "log_posterior_init"))
     mix = mixture_from_spec(spec)
+    data = ("proj", "perp_sq", "perp_cross", "mean_coords") if _is_highdim(mix) else ("x",)
+    ds = open_checked(paths, config_hash, required=data + ("label", "log_posterior_init"))
     s = spec["sampling"]
     chain = gmm.sampler_chain(schedule_from_spec(spec), s)
     start = gmm.posterior_start(chain, s["kernel"])
-    x = ds["x"].values
-    increments = gmm.path_log_likelihoods(mix, chain, x, s["kernel"], start)
-    log_post = online_log_posterior(ds["log_posterior_init"].values, increments)
     times, alpha_bar = chain.times[start:], chain.alpha_bar[start:]
-    exact = gmm.exact_log_posterior(mix, x[:, start:], alpha_bar)
+    if _is_highdim(mix):
+        stats = path_statistics(mix, ds, paths)
+        increments = highdim.path_log_likelihoods(mix, chain, stats, s["kernel"], start)
+        exact = highdim.exact_log_posterior(mix, stats.proj[:, start:], stats.perp_sq[:, start:], alpha_bar)
+    else:
+        x = ds["x"].values
+        increments = gmm.path_log_likelihoods(mix, chain, x, s["kernel"], start)
+        exact = gmm.exact_log_posterior(mix, x[:, start:], alpha_bar)
+    log_post = online_log_posterior(ds["log_posterior_init"].values, increments)
     max_err = float(np.abs(np.exp(log_post) - np.exp(exact)).max())
     init_gap = float(np.abs(np.exp(ds["log_posterior_init"].values) - np.exp(exact[:, -1])).max())
     log.info("max |P_online - P_exact| = %.3g (start-up mismatch at t = T: %.3g)", max_err, init_gap)
@@ -172,18 +213,35 @@ def gmm_posterior(spec: dict, experiment: str, paths, output) -> None:
         "posterior_init_gap_vs_exact": init_gap,
     }
     partitions = resolve_partitions(spec, names)
-    expected = gmm.path_expected_entropies(mix, chain, x, s["kernel"], ds["label"].values, log_post, start,
-                                           list(partitions.values()))
+    sides = list(partitions.values())
+    if _is_highdim(mix):
+        expected = highdim.path_expected_entropies(mix, chain, stats, s["kernel"], ds["label"].values, log_post,
+                                                   start, sides)
+        if expected is None:
+            log.info("no Rao-Blackwellised rate: the classes' kernel variances differ (unequal stds, exact kernel)")
+    else:
+        expected = gmm.path_expected_entropies(mix, chain, x, s["kernel"], ds["label"].values, log_post, start, sides)
+    # d-dimensional paths are not stored, so the decisions study cannot replay them: keep every posterior (N, G, K).
     out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, times, alpha_bar, names, mix.weights,
-                             partitions, s["examples_per_class"], attrs, expected=expected)
+                             partitions, s["examples_per_class"], attrs, keep_posterior=_is_highdim(mix),
+                             expected=expected)
     write_netcdf(out, output)
     log.info("wrote %s", output)
 
 
 def gmm_exact_curves(spec: dict, alpha_bar, names) -> dict:
+    """Exact entropies for ``build_summary``; d-dimensional mixtures add their standard errors and method."""
     mix = mixture_from_spec(spec)
-    exact = {"entropy": gmm.exact_entropy(mix, alpha_bar)}
     partitions = resolve_partitions(spec, names)
+    if _is_highdim(mix):
+        H, se, method = highdim.exact_entropy(mix, alpha_bar)
+        exact = {"entropy": H, "entropy_se": se, "method": method}
+        if partitions:
+            parts = [highdim.exact_partition_entropy(mix, alpha_bar, a, b) for a, b in partitions.values()]
+            exact["partition_entropy"] = np.array([p[0] for p in parts])
+            exact["partition_entropy_se"] = np.array([p[1] for p in parts])
+        return exact
+    exact = {"entropy": gmm.exact_entropy(mix, alpha_bar)}
     if partitions:
         exact["partition_entropy"] = np.array(
             [gmm.exact_partition_entropy(mix, alpha_bar, a, b) for a, b in partitions.values()]
@@ -210,15 +268,16 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
              time.perf_counter() - start)
     ds.attrs["seed"] = spec["sampling"]["seed"]
     if spec["kind"] == "gmm":
-        from .speciation import mixture_variance, speciation_step
+        from .speciation import mixture_eigenvalue, speciation_step
 
         ds.attrs["speciation_time"] = speciation_step(schedule_from_spec(spec).alpha_bar,
-                                                      mixture_variance(mixture_from_spec(spec)))[1]
+                                                      mixture_eigenvalue(mixture_from_spec(spec)))[1]
     if exact is not None:
         diff = np.abs(ds["entropy"] - ds["entropy_exact"])
-        z = (diff / ds["entropy_sem"]).where(ds["entropy_sem"] > 1e-6)
-        log.info("Monte Carlo vs exact entropy: max |diff| = %.3g bit, max |diff| / SEM = %.2f "
-                 "(where SEM > 1e-6 bit)", float(diff.max()), float(z.max()))
+        se = np.sqrt(ds["entropy_sem"] ** 2 + (ds["entropy_exact_se"] ** 2 if "entropy_exact_se" in ds else 0))
+        z = (diff / se).where(se > 1e-6)
+        log.info("Monte Carlo vs exact entropy: max |diff| = %.3g bit, max |diff| / SE = %.2f (where SE > 1e-6 bit; "
+                 "SE: the SEM, with the exact curve's own where it is Monte Carlo)", float(diff.max()), float(z.max()))
     write_netcdf(ds, summary)
     log.info("wrote %s", summary)
 

@@ -4,8 +4,10 @@
   time grid, beside the trajectory estimate of summary.nc → immse.nc
 - ``decisions``: per-trajectory decision times, per-class medians and entropy-rate peaks with bootstrap
   intervals (``seminfo.decisions``), and the speciation time (``seminfo.speciation``) → decisions.nc
-- ``convergence``: Gaussian mixtures only, the online posterior of several samplers at several step counts
+- ``convergence``: 1-D Gaussian mixtures only, the online posterior of several samplers at several step counts
   against the exact curves (``seminfo.convergence``) → convergence.nc
+- ``speciation``: over the data dimension d, where the entropy rate of two classes at +-m (|m|^2 = d) peaks against
+  the speciation time, and its width in rescaled time (``seminfo.speciation``) → speciation.nc
 Each stage also draws its figure (``figure``: the png path) from the dataset it has just written.
 """
 
@@ -18,7 +20,7 @@ import xarray as xr
 
 from . import convergence as conv
 from . import decisions as dec
-from . import gmm, immse, plotting, speciation
+from . import gmm, highdim, immse, plotting, speciation
 from .config import experiment_hash
 from .io import InputError, open_checked, provenance, write_netcdf
 from .posterior import LOG2, entropy_bits, online_log_posterior
@@ -27,7 +29,8 @@ from .summary import entropy_rate
 
 log = logging.getLogger(__name__)
 
-__all__ = ["section_options", "immse_stage", "decisions_stage", "convergence_stage", "replay_gmm_posterior"]
+__all__ = ["section_options", "immse_stage", "decisions_stage", "convergence_stage", "speciation_stage",
+           "replay_gmm_posterior"]
 
 AGREEMENT_BITS = 0.1  # the issue's tolerance between the I-MMSE and the trajectory estimate on learned models
 
@@ -89,7 +92,11 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         mix = mixture_from_spec(spec)
         u = immse.log_snr_grid(schedule.alpha_bar, options["points"])
         log.info("gmm: exact denoisers, %d log-SNR points x %d samples per class", u.size, per_class)
-        g, g_se = immse.gmm_integrand(mix, u, per_class, options["seed"])
+        if isinstance(mix, highdim.IsotropicMixture):
+            log.info("d = %d: samples and denoisers in R^d", mix.dim)
+            g, g_se = immse.isotropic_integrand(mix, u, per_class, options["seed"])
+        else:
+            g, g_se = immse.gmm_integrand(mix, u, per_class, options["seed"])
         point_steps = np.full(u.size, -1)
     else:
         from .ddpm.data import load_images
@@ -204,7 +211,7 @@ def replay_gmm_posterior(spec: dict, stored: xr.Dataset, threshold: float, chunk
 def _speciation(spec: dict, schedule) -> tuple[float, float, float]:
     """(Lambda, s_S, step of s_S) for an experiment's data."""
     if spec["kind"] == "gmm":
-        lam = speciation.mixture_variance(mixture_from_spec(spec))
+        lam = speciation.mixture_eigenvalue(mixture_from_spec(spec))
     else:
         from .ddpm.data import load_images
 
@@ -354,7 +361,12 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
 
 
 def convergence_stage(spec: dict, experiment: str, output, options: dict, figure=None, dpi: int = 150) -> None:
-    """Entropy curves of several samplers at several step counts against the exact curve → convergence.nc."""
+    """Entropy curves of several samplers at several step counts against the exact curve → convergence.nc.
+
+    1-D mixtures only; the workflow does not run it for experiments with ``mixture.dim``.
+    """
+    if "dim" in spec["mixture"]:
+        raise InputError("the step-convergence study is for 1-D mixtures only (this experiment sets mixture.dim)")
     mix = mixture_from_spec(spec)
     schedule = schedule_from_spec(spec)
     T = schedule.T
@@ -422,3 +434,111 @@ def convergence_stage(spec: dict, experiment: str, output, options: dict, figure
     if figure is not None:
         plotting.save_figure(plotting.plot_convergence(ds), figure, dpi=dpi)
 
+
+
+# --- speciation over d ----------------------------------------------------------------------------------------------
+
+
+def speciation_stage(spec: dict, experiment: str, output, options: dict, figure=None, dpi: int = 150) -> None:
+    """Entropy rate against the speciation time for two classes at +-m, |m|^2 = d, over d → speciation.nc."""
+    std = float(spec["mixture"]["stds"][0])
+    dims = sorted(int(d) for d in options["dims"])
+    steps, per_class, seed = int(options["steps"]), int(options["trajectories_per_class"]), int(options["seed"])
+    smoothing, resamples = float(options["rate_smoothing"]), int(options["bootstrap_resamples"])
+    s_chain, s_fine, schedule = speciation.study_grid(dims, std, steps)
+    log.info("two classes at +-m, |m|^2 = d, std %g; s in [0, %.3f], %d chain steps (exact grid %d points); %d "
+             "trajectories per class", std, s_fine[-1], steps, s_fine.size, per_class)
+    points = []
+    for d in dims:
+        p = speciation.speciation_point(d, std, s_chain, s_fine, schedule, per_class, seed, smoothing, resamples)
+        s_S = p["speciation_time"]
+        log.info("d = %d: s_S = %.4f; exact peak - s_S = %.4f, FWHM / s_S = %.4f; Monte Carlo peak - s_S = %.3f "
+                 "[%.3f, %.3f] (exact through the same estimator %.3f), max |H - H_exact| / SE = %.2f (where H_exact "
+                 ">= %g bit), max |H - H_exact| = %.3g bit, max |P_online - P_exact| = %.2g", d, s_S,
+                 p["rate_peak_exact"] - s_S, p["rate_width_exact"] / s_S, p["rate_peak"] - s_S,
+                 p["rate_peak_ci_low"] - s_S, p["rate_peak_ci_high"] - s_S, p["rate_peak_exact_estimator"] - s_S,
+                 p["entropy_max_abs_z"], speciation.Z_FLOOR_BITS, p["entropy_max_abs_diff"],
+                 p["posterior_max_abs_error"])
+        points.append(p)
+
+    def stack(name):
+        return np.array([p[name] for p in points])
+
+    s_S = stack("speciation_time")
+    offset = stack("rate_peak_exact") - s_S
+    width = stack("rate_width_exact") / s_S
+    rate_units = "bit per unit OU time"
+    data = {
+        "eigenvalue": _var("d", stack("eigenvalue"), "largest eigenvalue Lambda = d + std^2 of the data covariance",
+                           "1"),
+        "speciation_time": _var("d", s_S, "speciation time s_S = 1/2 log Lambda (OU time)", "1"),
+        "entropy_exact": _var(("d", "s"), stack("entropy_exact"), "exact conditional entropy H(c | x_s) "
+                              "(quadrature)", "bit"),
+        "entropy_rate_exact": _var(("d", "s"), stack("entropy_rate_exact"), "exact entropy rate dH/ds", rate_units),
+        "entropy": _var(("d", "s_chain"), stack("entropy"), "conditional entropy H(c | x_s), Monte Carlo over "
+                        "d-dimensional chains", "bit"),
+        "entropy_se": _var(("d", "s_chain"), stack("entropy_se"), "standard error of the Monte Carlo entropy", "bit"),
+        "entropy_rate": _var(("d", "s_chain"), stack("entropy_rate"), "entropy rate dH/ds, Monte Carlo (after the "
+                             "Gaussian filter)", rate_units),
+        "rate_peak_exact": _var("d", stack("rate_peak_exact"), "OU time of the exact entropy-rate peak", "1"),
+        "peak_minus_speciation_exact": _var("d", offset, "exact entropy-rate peak minus the speciation time "
+                                            "(OU time)", "1"),
+        "rate_width_exact": _var("d", stack("rate_width_exact"), "full width at half maximum of the exact "
+                                 "entropy rate (OU time)", "1"),
+        "rate_width_rescaled_exact": _var("d", width, "full width at half maximum of the exact entropy rate in "
+                                          "rescaled time s / s_S", "1"),
+        "entropy_rate_exact_estimator": _var(("d", "s_chain"), stack("entropy_rate_exact_estimator"), "exact "
+                                             "entropy through the Monte Carlo rate estimator (chain grid, same "
+                                             "filter)", rate_units),
+        "rate_peak_exact_estimator": _var("d", stack("rate_peak_exact_estimator"), "OU time of the peak of the "
+                                          "exact entropy through the Monte Carlo rate estimator (chain grid, same "
+                                          "filter)", "1"),
+        "rate_width_exact_estimator": _var("d", stack("rate_width_exact_estimator"), "full width at half maximum "
+                                           "of the exact entropy through the Monte Carlo rate estimator", "1"),
+        "rate_peak": _var("d", stack("rate_peak"), "OU time of the Monte Carlo entropy-rate peak", "1"),
+        "rate_peak_ci_low": _var("d", stack("rate_peak_ci_low"), "lower bound of the 95% bootstrap interval of the "
+                                 "Monte Carlo rate peak", "1"),
+        "rate_peak_ci_high": _var("d", stack("rate_peak_ci_high"), "upper bound of the 95% bootstrap interval of "
+                                  "the Monte Carlo rate peak", "1"),
+        "peak_minus_speciation": _var("d", stack("rate_peak") - s_S, "Monte Carlo entropy-rate peak minus the "
+                                      "speciation time (OU time)", "1"),
+        "rate_width": _var("d", stack("rate_width"), "full width at half maximum of the Monte Carlo entropy rate "
+                           "(OU time)", "1"),
+        "rate_width_ci_low": _var("d", stack("rate_width_ci_low"), "lower bound of the 95% bootstrap interval of "
+                                  "the Monte Carlo width", "1"),
+        "rate_width_ci_high": _var("d", stack("rate_width_ci_high"), "upper bound of the 95% bootstrap interval of "
+                                   "the Monte Carlo width", "1"),
+        "rate_width_rescaled": _var("d", stack("rate_width") / s_S, "full width at half maximum of the Monte Carlo "
+                                    "entropy rate in rescaled time s / s_S", "1"),
+        "entropy_max_abs_z": _var("d", stack("entropy_max_abs_z"), "max |H - H_exact| / SE over the chain grid "
+                                  f"where H_exact >= {speciation.Z_FLOOR_BITS} bit", "1"),
+        "entropy_max_abs_diff": _var("d", stack("entropy_max_abs_diff"), "max |H - H_exact| over the chain grid",
+                                     "bit"),
+        "posterior_max_abs_error": _var("d", stack("posterior_max_abs_error"), "max |P_online - P_exact| along "
+                                        "the chains", "1"),
+    }
+    coords = {
+        "d": ("d", np.asarray(dims), {"long_name": "data dimension d", "units": "1"}),
+        "s": ("s", s_fine, {"long_name": "OU time s (alpha_bar = e^{-2s}), exact curves", "units": "1"}),
+        "s_chain": ("s_chain", s_chain, {"long_name": "OU time s (alpha_bar = e^{-2s}) of the chains' grid",
+                                         "units": "1"}),
+    }
+    attrs = provenance(experiment, spec, experiment_hash(spec)) | {
+        "std": std, "s_max": float(s_fine[-1]), "steps": steps, "trajectories_per_class": per_class, "seed": seed,
+        "rate_smoothing": smoothing, "bootstrap_resamples": resamples, "confidence": dec.CONFIDENCE,
+        "exact_points": speciation.EXACT_POINTS, "exact_refine": speciation.EXACT_REFINE,
+        "sampler": "exact reverse kernel from x_T ~ p(x_T | c), trajectories in R^d: the online posterior is "
+                   "P(c | x_s)",
+        "width_definition": "full width at half maximum of dH/ds (linear interpolation of the half-maximum "
+                            "crossings) divided by s_S",
+        "peak_definition": "argmax of dH/ds on the grid refined by a parabola through it and its neighbours",
+        "peak_minus_speciation_exact_last_change": float(abs(offset[-1] - offset[-2])),
+        "rate_width_rescaled_exact_decreasing": int(np.all(np.diff(width) < 0)),
+    }
+    log.info("exact: peak - s_S %s (last change %.2g); FWHM / s_S %s", np.round(offset, 4).tolist(),
+             attrs["peak_minus_speciation_exact_last_change"], np.round(width, 4).tolist())
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    write_netcdf(ds, output)
+    log.info("wrote %s", output)
+    if figure is not None:
+        plotting.save_figure(plotting.plot_speciation(ds), figure, dpi=dpi)

@@ -47,12 +47,15 @@ VARIABLE_ATTRS = {
     "entropy_marginal_rate_rb": ("rate dH(c | x_t)/dt of the conditional entropy, Rao-Blackwellised", BIT_RATE),
     "partition_entropy_rate_rb": ("decision entropy rate dH(z | x_t)/dt, Rao-Blackwellised", BIT_RATE),
     "entropy_exact": ("exact class entropy (quadrature)", "bit"),
+    "entropy_exact_se": ("standard error of the exact class entropy (Monte Carlo of the exact posterior)", "bit"),
     "entropy_rate_exact": ("exact entropy rate dH/dt", BIT_RATE),
     "entropy_marginal_exact": ("exact conditional entropy H(c | x_t)", "bit"),
     "partition_entropy": ("decision entropy H(z | x_t)", "bit"),
     "partition_entropy_sem": ("standard error of the decision entropy", "bit"),
     "partition_entropy_rate": ("decision entropy rate dH(z | x_t)/dt", BIT_RATE),
     "partition_entropy_exact": ("exact decision entropy (quadrature)", "bit"),
+    "partition_entropy_exact_se": ("standard error of the exact decision entropy (Monte Carlo of the exact "
+                                   "posterior)", "bit"),
     "partition_side_a": ("classes on side A of the decision", "1"),
     "partition_side_b": ("classes on side B of the decision", "1"),
     "example_posterior": ("class posterior P(c | x_t) along example trajectories", "1"),
@@ -142,8 +145,10 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     variables ``prior`` (class), ``label`` (traj), ``entropy`` and ``posterior_true`` (traj, time); optionally
     ``partition_entropy`` (partition, traj, time) with ``partition_side_a``/``_b``, ``example_*``, and the
     Rao-Blackwellised curves ``entropy_rb`` (traj, time) and ``partition_entropy_rb`` (partition, traj, time).
-    ``exact`` optionally maps 'entropy' -> (K, G) and 'partition_entropy' -> (P, G) analytic curves.
-    ``resamples`` and ``seed`` set the stratified bootstrap of the bands.
+    ``exact`` optionally maps 'entropy' -> (K, G) and 'partition_entropy' -> (P, G) analytic curves; where they are
+    Monte Carlo averages of the exact posterior (d-dimensional mixtures) also 'entropy_se', 'partition_entropy_se'
+    and 'method' (recorded as attribute ``exact_entropy_method``). ``resamples`` and ``seed`` set the stratified
+    bootstrap of the bands.
     """
     T = int(traj.attrs["T"])
     prior = traj["prior"].values
@@ -261,8 +266,20 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
             data["partition_entropy_exact"] = _var(
                 "partition_entropy_exact", ("partition", "time"), exact["partition_entropy"]
             )
+        if exact.get("method") == "monte carlo":
+            data["entropy_exact_se"] = _var("entropy_exact_se", ("class", "time"), exact["entropy_se"])
+            if "partition_entropy_se" in exact:
+                data["partition_entropy_exact_se"] = _var("partition_entropy_exact_se", ("partition", "time"),
+                                                          exact["partition_entropy_se"])
+            for name in ("entropy_exact", "partition_entropy_exact"):
+                if name in data:
+                    dims, values, attrs = data[name]
+                    data[name] = dims, values, attrs | {"long_name": attrs["long_name"].replace(
+                        "(quadrature)", "(Monte Carlo of the exact posterior)")}
     attrs = dict(traj.attrs)
     rate = f"numpy.gradient on t/T after a Gaussian filter of {rate_smoothing} grid points"
+    if exact is not None and "method" in exact:
+        attrs["exact_entropy_method"] = exact["method"]
     attrs.update(
         n_trajectories=int(count.sum()),
         prior_entropy_bits=float(prior_entropy),

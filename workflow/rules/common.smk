@@ -25,7 +25,8 @@ def spec(experiment):
 
 def core_spec(experiment):
     """What sampling depends on: changing analysis or plotting options must not resample."""
-    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots", "immse", "convergence")}
+    studies = ("immse", "convergence", "speciation")
+    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots") + studies}
 
 
 def train_spec(experiment):
@@ -35,7 +36,7 @@ def train_spec(experiment):
 
 def analysis_spec(experiment):
     """What the posterior and aggregation stages depend on (plotting options excluded)."""
-    return {k: v for k, v in spec(experiment).items() if k not in ("plots", "immse", "convergence")}
+    return {k: v for k, v in spec(experiment).items() if k not in ("plots", "immse", "convergence", "speciation")}
 
 
 def experiments_of(kind):

@@ -1,7 +1,8 @@
-# Studies beyond the paper: I-MMSE cross-estimate, decision statistics with the speciation time, and step
-# convergence. Each study is one job that writes its own file (immse.nc, decisions.nc, convergence.nc) and draws
-# its figure from it (one job rather than two keeps the default run short); the optional config sections `immse:`
-# and `convergence:` and the analysis keys are documented in the schema. Rule summarize then merges the profiles
+# Studies beyond the paper: I-MMSE cross-estimate, decision statistics with the speciation time, step convergence,
+# and the speciation study over the data dimension. Each study is one job that writes its own file (immse.nc,
+# decisions.nc, convergence.nc, speciation.nc) and draws its figure from it (one job rather than two keeps the default
+# run short); the optional config sections `immse:`, `convergence:` and `speciation:` and the analysis keys are
+# documented in the schema. Rule summarize then merges the profiles
 # with the per-class and per-time results of the studies into summary.nc.
 
 
@@ -97,3 +98,27 @@ rule convergence:
         "../envs/seminfo.yaml"
     script:
         "../scripts/convergence.py"
+
+
+rule speciation:
+    output:
+        data=f"{RESULTS}/{{experiment}}/speciation.nc",
+        figure=report(
+            f"{RESULTS}/{{experiment}}/figures/speciation.png",
+            category="{experiment}",
+            caption="../report/speciation.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/speciation.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/speciation.tsv"
+    params:
+        spec=lambda w: core_spec(w.experiment),
+        options=lambda w: study_options(w.experiment, "speciation"),
+        plots=lambda w: spec(w.experiment)["plots"],
+    wildcard_constraints:
+        experiment="|".join(speciation_experiments()) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/speciation.py"

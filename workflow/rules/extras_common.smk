@@ -21,7 +21,15 @@ def immse_experiments():
 
 
 def convergence_experiments():
-    return [name for name in experiments_of("gmm") if study_options(name, "convergence")["enable"]]
+    """1-D mixtures only: experiments with mixture.dim are skipped (their gmm_sample log says so)."""
+    return [name for name in experiments_of("gmm")
+            if "dim" not in spec(name)["mixture"] and study_options(name, "convergence")["enable"]]
+
+
+def speciation_experiments():
+    """Mixtures whose config has a speciation: section (the study runs only where asked for)."""
+    return [name for name in experiments_of("gmm")
+            if "speciation" in spec(name) and study_options(name, "speciation")["enable"]]
 
 
 def extra_targets():
@@ -31,6 +39,7 @@ def extra_targets():
         studies = ["decisions"]
         studies += ["immse"] if name in immse_experiments() else []
         studies += ["convergence"] if name in convergence_experiments() else []
+        studies += ["speciation"] if name in speciation_experiments() else []
         for study in studies:
             out += [f"{RESULTS}/{name}/{study}.nc", f"{RESULTS}/{name}/figures/{study}.png"]
     return out

@@ -25,7 +25,7 @@ import xarray as xr
 from .images import plot_filmstrip, plot_sample_grid
 from .profiles import plot_entropy, plot_entropy_rate, plot_examples, plot_partitions, plot_rate_heatmap
 from .style import _save_atomic, class_colors, logger, save_figure
-from .studies import plot_convergence, plot_decisions, plot_immse
+from .studies import plot_convergence, plot_decisions, plot_immse, plot_speciation
 
 __all__ = [
     "FIGURE_NAMES",
@@ -40,6 +40,7 @@ __all__ = [
     "plot_immse",
     "plot_decisions",
     "plot_convergence",
+    "plot_speciation",
     "save_figure",
     "write_figures",
 ]

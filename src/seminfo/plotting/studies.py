@@ -1,4 +1,4 @@
-"""Figures of the studies beyond the paper: I-MMSE, decision statistics, step convergence."""
+"""Figures of the studies beyond the paper: I-MMSE, decision statistics, step convergence, speciation over d."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from .style import (_BAND_ALPHA, _EXACT, _PARTITION_CMAP, _label, _limits, _outside_legend, _speciation_line,
-                    _styled, _t, _time_axis, class_colors)
+from .style import (_BAND_ALPHA, _EXACT, _PARTITION_CMAP, _SPECIATION, _label, _limits, _outside_legend,
+                    _speciation_line, _styled, _t, _time_axis, class_colors)
 
 
 _IMMSE_COLOR = "#c2185b"
@@ -279,3 +279,80 @@ def plot_convergence(conv: xr.Dataset) -> Figure:
     return fig
 
 
+
+
+@_styled
+def plot_speciation(ds: xr.Dataset) -> Figure:
+    """The speciation study (speciation.nc): entropy H(c | x_s) against OU time s and against s - s_S, the entropy
+    rate dH/ds against s - s_S and against s / s_S (top), and against d the rate peak minus s_S and its full width at
+    half maximum in rescaled time s / s_S (bottom). Exact curves dashed, Monte Carlo solid (entropy with ± 2 SE
+    bands; rate after the study's Gaussian filter, which widens it), one colour per d. In the d panels the Monte
+    Carlo values carry 95% bootstrap intervals, beside the exact curve put through the same estimator (hollow).
+
+    Lines carry gids ``exact:d=<d>`` and ``mc:d=<d>`` in the curve panels, ``exact``, ``exact_estimator`` and
+    ``mc`` in the d panels.
+    """
+    dims = ds["d"].values
+    colors = [mpl.colormaps["viridis"](x) for x in np.linspace(0.0, 0.88, dims.size)]
+    s, s_chain = ds["s"].values, ds["s_chain"].values
+    s_S = ds["speciation_time"].values
+    fig = Figure(figsize=(11.0, 6.6), layout="constrained")
+    (ax_h, ax_r, ax_q), (ax_c, ax_p, ax_w) = fig.subplots(2, 3)
+    H, Hx = ds["entropy"].values, ds["entropy_exact"].values
+    se = ds["entropy_se"].values
+    R, Rx = ds["entropy_rate"].values, ds["entropy_rate_exact"].values
+    line = {k: v for k, v in _SPECIATION.items() if k != "gid"}
+    for j, (d, c) in enumerate(zip(dims, colors)):
+        for ax, x, xc in ((ax_h, s, s_chain), (ax_c, s - s_S[j], s_chain - s_S[j])):
+            ax.fill_between(xc, H[j] - 2 * se[j], H[j] + 2 * se[j], color=c, alpha=_BAND_ALPHA, lw=0)
+            ax.plot(xc, H[j], color=c, lw=1.2, gid=f"mc:d={d}")
+            ax.plot(x, Hx[j], color=c, gid=f"exact:d={d}", **_EXACT)
+        for ax, x, xc in ((ax_r, s - s_S[j], s_chain - s_S[j]), (ax_q, s / s_S[j], s_chain / s_S[j])):
+            ax.plot(xc, R[j], color=c, lw=1.0, alpha=0.7, gid=f"mc:d={d}")
+            ax.plot(x, Rx[j], color=c, gid=f"exact:d={d}", **_EXACT)
+    ax_h.set_xlabel("OU time s  (ᾱ = e^{−2s})")
+    ax_c.set_xlabel("s − s_S")
+    ax_r.set_xlabel("s − s_S")
+    ax_q.set_xlabel("rescaled time s / s_S")
+    for ax in (ax_h, ax_c):
+        ax.set_ylabel("H(c | x_s) [bit]")
+        ax.set_ylim(0.0, 1.03)
+    for ax in (ax_r, ax_q):
+        ax.set_ylabel(f"dH/ds [{ds['entropy_rate_exact'].attrs.get('units', '')}]")
+        ax.set_ylim(*_limits(Rx, R, pad=0.05))
+    for ax, x0 in ((ax_c, 0.0), (ax_r, 0.0), (ax_q, 1.0)):
+        ax.axvline(x0, **line)
+    ax_q.set_xlim(0.0, min(3.0, float((s / s_S.max()).max())))
+    ax_r.set_xlim(-3.0, 3.0)
+    ax_c.set_xlim(-3.0, 3.0)
+    smoothing = ds.attrs.get("rate_smoothing")
+    if smoothing is not None:
+        ax_r.set_title(f"Monte Carlo rate: Gaussian filter of {smoothing:g} grid points", fontsize=8)
+
+    def panel(ax, exact, estimator, mc, low, high, label):
+        ax.plot(dims, exact, color="k", marker="o", ms=4, gid="exact", label="exact", **_EXACT)
+        ax.plot(dims, estimator, ls="none", marker="o", ms=6, mfc="none", mec="0.3", gid="exact_estimator",
+                label="exact through the MC estimator")
+        ax.errorbar(dims, mc, yerr=[mc - low, high - mc], color="tab:red", marker="s", ms=3.5, lw=0,
+                    elinewidth=1.2, capsize=2, gid="mc", label="MC (95% bootstrap CI)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        ax.set_xlabel("dimension d  (classes at ±m, |m|² = d)")
+        ax.set_ylabel(label)
+
+    panel(ax_p, ds["peak_minus_speciation_exact"].values, ds["rate_peak_exact_estimator"].values - s_S,
+          ds["peak_minus_speciation"].values, ds["rate_peak_ci_low"].values - s_S,
+          ds["rate_peak_ci_high"].values - s_S, "rate peak − s_S (OU time)")
+    ax_p.axhline(0.0, color="0.6", lw=0.8)
+    panel(ax_w, ds["rate_width_rescaled_exact"].values, ds["rate_width_exact_estimator"].values / s_S,
+          ds["rate_width_rescaled"].values, ds["rate_width_ci_low"].values / s_S,
+          ds["rate_width_ci_high"].values / s_S, "rate FWHM / s_S")
+    ax_w.set_ylim(bottom=0.0)
+    handles = [Line2D([], [], color=c, lw=2.0, label=f"d = {d}") for d, c in zip(dims, colors)]
+    handles += [Line2D([], [], color="0.2", lw=1.2, label="Monte Carlo"),
+                Line2D([], [], color="0.2", label="exact", **_EXACT),
+                Line2D([], [], label="speciation time", **line)]
+    handles += ax_w.get_legend_handles_labels()[0]
+    _outside_legend(fig, handles)
+    return fig

@@ -1,0 +1,6 @@
+from seminfo.studies import speciation_stage
+from seminfo.workflow import run
+
+run(snakemake, speciation_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,
+    output=snakemake.output.data, options=snakemake.params.options, figure=snakemake.output.figure,
+    dpi=snakemake.params.plots["dpi"])
