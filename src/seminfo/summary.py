@@ -173,4 +173,7 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         prior_entropy_bits=float(prior_entropy),
         rate_estimator=f"numpy.gradient on t/T after a Gaussian filter of {rate_smoothing} grid points",
     )
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    if "filmstrip_x0" in traj:
+        ds["filmstrip_x0"].encoding = dict(traj["filmstrip_x0"].encoding)  # keeps 8-bit storage (latent models)
+    return ds
