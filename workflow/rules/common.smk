@@ -66,6 +66,19 @@ def model_file(w):
     return f"{RESULTS}/{w.experiment}/model/model.safetensors"
 
 
+def model_folder_stat(w):
+    """A cheap fingerprint of the model's files (names, sizes, modification times) as a param: Snakemake reruns
+    model_check when it changes (the content fingerprint is written by the job into adapter.json)."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for f in model_folder_files(w):
+        st = os.stat(f)
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
 def model_folder_files(w):
     """Every file of a pretrained model's folder (or its one file) and a python entry's file: changing any of them
     reruns model_check, and through adapter.json the sampling."""

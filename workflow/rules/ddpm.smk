@@ -34,6 +34,7 @@ rule model_check:
         f"{RESULTS}/{{experiment}}/logs/model_check.log",
     params:
         spec=lambda w: core_spec(w.experiment),
+        files=model_folder_stat,
     resources:
         gpu=1,
     wildcard_constraints:
