@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from seminfo.diffusion import ddpm_mean, predict_x0, reverse_chain
-from seminfo.schedules import Schedule, cosine_betas, linear_betas, make_schedule, respaced_times
+from seminfo.schedules import Schedule, cosine_betas, make_schedule, respaced_times
 
 
 def test_linear_schedule_matches_ho_et_al():
