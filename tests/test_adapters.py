@@ -46,6 +46,7 @@ def folders(tmp_path_factory):
     out = {
         "epsilon": diffusers_twin(d / "unet_eps", "epsilon", null_label=3),
         "v_prediction": diffusers_twin(d / "unet_v", "v_prediction"),
+        "v_null": diffusers_twin(d / "unet_vn", "v_prediction", null_label=3, class_scale=3.0),
         "sample": diffusers_twin(d / "unet_x0", "sample"),
         "dit": dit_twin(d / "dit", class_scale=3.0),
         "sd": sd_twin(d / "sd"),
@@ -381,3 +382,26 @@ def test_adapter_configs_validate(schema):
         config = yaml.safe_load((REPO / "workflow" / "configs" / name).read_text())
         validated = validate_config(config, schema)
         assert all(s["model"]["source"] != "own" for s in validated["experiments"].values())
+
+
+@pytest.mark.parametrize("which", ["v_null", "dit"])
+def test_immse_denoiser_difference_is_sqrt_gamma_times_the_schedulers_x0_difference(folders, which):
+    """The I-MMSE integrand of a pretrained model: f(x, t, c) - f(x, t, ∅) = sqrt(gamma_t) (x̂_0(x, c) - x̂_0(x, ∅)),
+    with x̂_0 the scheduler's own pred_original_sample (v prediction; DiT's eps channels of a learned-range output)."""
+    from seminfo.studies import _denoiser_difference_fn
+
+    spec = dit_spec(folders["dit"]) if which == "dit" else spec_of("diffusers", folders[which], null_label=3)
+    adapter = load_adapter(spec, None, "cpu")
+    f = _denoiser_difference_fn(adapter, 16, "cpu")
+    sched = scheduler_of(folders[which])
+    torch.manual_seed(4)
+    x = torch.randn(2, *adapter.state_shape)
+    for t in (90, 40, 5):
+        steps = torch.full((2,), t)
+        cond, null = torch.tensor([0, 2]), torch.full((2,), adapter.null_index)
+        with torch.no_grad():
+            x0 = [sched.step(adapter(x, steps - 1, c), t - 1, x).pred_original_sample.double() for c in (cond, null)]
+        gamma = adapter.schedule.alpha_bar[t] / (1 - adapter.schedule.alpha_bar[t])
+        expected = np.sqrt(gamma) * (x0[0] - x0[1])
+        np.testing.assert_allclose((f(x, steps, cond) - f(x, steps, null)).numpy(), expected.numpy(),
+                                   rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
