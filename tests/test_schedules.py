@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from seminfo.diffusion import ddpm_mean, predict_x0, reverse_chain
-from seminfo.schedules import Schedule, cosine_betas, linear_betas, make_schedule, respaced_times
+from seminfo.schedules import Schedule, cosine_betas, make_schedule, respaced_times
 
 
 def test_linear_schedule_matches_ho_et_al():
@@ -72,3 +72,54 @@ def test_ddpm_mean_equals_the_forward_posterior_mean_given_true_noise():
         q_mean = (np.sqrt(ab_s) * beta / (1 - ab_t)) * x0 + (np.sqrt(1 - beta) * (1 - ab_s) / (1 - ab_t)) * x_t
         np.testing.assert_allclose(ddpm_mean(x_t, eps, ab_t, beta), q_mean, rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(predict_x0(x_t, eps, ab_t), x0, rtol=1e-9, atol=1e-12)
+
+
+# --- schedules rebuilt from a diffusers scheduler configuration ---------------------------------------------
+
+SCHEDULER_CASES = [
+    {"num_train_timesteps": 1000, "beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02},
+    {"num_train_timesteps": 1000, "beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012},
+    {"num_train_timesteps": 1000, "beta_schedule": "squaredcos_cap_v2"},
+    {"num_train_timesteps": 50, "trained_betas": list(np.linspace(1e-3, 0.2, 50) ** 1.5)},
+]
+
+
+@pytest.mark.parametrize("config", SCHEDULER_CASES, ids=lambda c: c.get("beta_schedule", "trained_betas"))
+def test_scheduler_config_schedule_equals_diffusers_alphas_cumprod(config):
+    """alpha_bar[1:] is the scheduler's own alphas_cumprod (diffusers' tau = t - 1), within float32 resolution."""
+    from diffusers import DDPMScheduler
+
+    from seminfo.schedules import schedule_from_scheduler_config
+
+    sched = schedule_from_scheduler_config(dict(config))
+    reference = DDPMScheduler(**config).alphas_cumprod.double().numpy()
+    assert sched.alpha_bar.dtype == np.float64 and sched.T == config["num_train_timesteps"]
+    assert sched.alpha_bar[0] == 1.0
+    # float32 cumulative products over T factors: relative error up to ~T * 6e-8
+    np.testing.assert_allclose(sched.alpha_bar[1:], reference, rtol=config["num_train_timesteps"] * 6e-8, atol=0)
+
+
+@pytest.mark.parametrize("config, key", [
+    ({"beta_schedule": "sigmoid"}, "beta_schedule"),
+    ({"beta_schedule": "linear", "rescale_betas_zero_snr": True}, "rescale_betas_zero_snr"),
+    ({"num_train_timesteps": 4, "trained_betas": [0.1, 0.2]}, "trained_betas"),
+    ({"num_train_timesteps": 2, "trained_betas": [0.1, 1.5]}, "trained_betas"),
+])
+def test_scheduler_config_that_cannot_be_rebuilt_names_file_and_key(config, key):
+    from seminfo.schedules import schedule_from_scheduler_config
+
+    with pytest.raises(ValueError, match=f"^m/scheduler/scheduler_config.json: {key}: "):
+        schedule_from_scheduler_config(config, "m/scheduler/scheduler_config.json")
+
+
+def test_sigma_schedule_is_the_grid_in_vp_units():
+    from seminfo.schedules import karras_sigmas, sigma_schedule
+
+    sigmas = karras_sigmas(18, 0.002, 80.0, 7.0)
+    assert sigmas[0] == pytest.approx(0.002, rel=1e-12) and sigmas[-1] == pytest.approx(80.0, rel=1e-12)
+    # evenly spaced in sigma^(1/rho) (Karras et al. 2022, eq. 5)
+    np.testing.assert_allclose(np.diff(sigmas ** (1 / 7)), np.diff(sigmas ** (1 / 7))[0], rtol=1e-10)
+    sched = sigma_schedule(sigmas)
+    assert sched.T == 18 and sched.alpha_bar[0] == 1.0
+    # 1 / alpha_bar - 1 = sigma^2 cancels near alpha_bar = 1: ~1e-16 / sigma_min^2 relative (2.5e-11 here)
+    np.testing.assert_allclose(np.sqrt(1 / sched.alpha_bar[1:] - 1), sigmas, rtol=1e-10)

@@ -15,7 +15,8 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "class_index", "experiment_hash", "class_names"]
+__all__ = ["ConfigError", "load_schema", "validate_config", "class_index", "experiment_hash", "class_names",
+           "pretrained_source", "PRETRAINED_SOURCES"]
 
 
 class ConfigError(ValueError):
@@ -79,11 +80,40 @@ DATASET_CLASSES = {
 }
 
 
+PRETRAINED_SOURCES = ("diffusers", "dit", "stable_diffusion", "python")
+# model keys of each pretrained source besides source and path
+SOURCE_KEYS = {
+    "diffusers": ("class_names", "null_label"),
+    "dit": ("classes",),
+    "stable_diffusion": ("prompts", "negative_prompt"),
+    "python": ("entry", "classes", "class_names", "zero_label_is_null"),
+}
+REQUIRED_SOURCE_KEYS = {"dit": ("classes",), "stable_diffusion": ("prompts",), "python": ("entry",)}
+SIGMA_KEYS = ("sigma_min", "sigma_max", "rho")
+
+
+def pretrained_source(spec: dict) -> str | None:
+    """The pretrained ``model.source`` of a network experiment, or None (own model, or a mixture)."""
+    source = spec.get("model", {}).get("source") if spec.get("kind") == "ddpm" else None
+    return source if source in PRETRAINED_SOURCES else None
+
+
 def class_names(spec: dict) -> list[str] | None:
-    """The class labels of an experiment, in label order (a data subset is relabelled in its given order)."""
+    """The class labels of an experiment, in label order (a data subset is relabelled in its given order); None
+    where only the model's folder can tell (a pretrained model named by ids or labels)."""
     if spec.get("kind") == "gmm":
         mix = spec["mixture"]
         return list(mix.get("class_names") or [str(k) for k in range(len(mix["weights"]))])
+    source = pretrained_source(spec)
+    if source is not None:
+        model = spec["model"]
+        if source == "stable_diffusion":
+            return list(model["prompts"])
+        if source == "dit" and all(isinstance(c, str) for c in model["classes"]):
+            return list(model["classes"])
+        if source == "python" and model.get("classes"):
+            return list(model.get("class_names") or [str(c) for c in model["classes"]])
+        return list(model["class_names"]) if model.get("class_names") else None
     names = DATASET_CLASSES.get(spec.get("data", {}).get("name"))
     if names is None:
         return None
@@ -103,6 +133,10 @@ def class_index(ref, names: list[str], key: str) -> int:
 
 
 def _check_partitions(spec: dict, names: list[str] | None, key: str) -> None:
+    """Partition sides against the class names; with names None (known only from a model's folder), skipped here
+    and checked by ``seminfo.models.check_sources``."""
+    if names is None:
+        return
     for pname, sides in (spec.get("partitions") or {}).items():
         pkey = f"{key}.partitions.{pname}"
         resolved = [[class_index(r, names, f"{pkey}[{s}]") for r in side] for s, side in enumerate(sides)]
@@ -208,6 +242,54 @@ def _check_ddpm(spec: dict, key: str) -> None:
         raise ConfigError(f"{key}.sampling.shards: more shards than trajectories (rule: shards <= trajectories)")
 
 
+def _check_pretrained(spec: dict, key: str) -> None:
+    """A pretrained model: no training sections, the model keys of its source, distinct conditions."""
+    source, model, sampling = spec["model"]["source"], spec["model"], spec["sampling"]
+    for section in ("data", "train", "schedule"):
+        if section in spec:
+            what = "the sigma grid is set by sampling.steps and sampling.sigma_min/sigma_max/rho" if (
+                section == "schedule" and source == "python") else (
+                "the schedule is rebuilt from the model's scheduler config" if section == "schedule" else
+                "the model is not trained here")
+            raise ConfigError(f"{key}.{section}: a pretrained model (model.source: {source}) takes no {section} "
+                              f"section: {what} (rule: unused-section)")
+    for name in sorted(set(model) - {"source", "path"} - set(SOURCE_KEYS[source])):
+        users = [s for s, keys in SOURCE_KEYS.items() if name in keys]
+        raise ConfigError(f"{key}.model.{name}: applies to model.source {' / '.join(users)} only, not {source} "
+                          "(rule: unused-key)")
+    for name in REQUIRED_SOURCE_KEYS.get(source, ()):
+        if name not in model:
+            raise ConfigError(f"{key}.model.{name}: required for model.source {source} (rule: required)")
+    if source == "stable_diffusion":
+        prompts = model["prompts"]
+        for j, prompt in enumerate(prompts):
+            if prompt in prompts[:j]:
+                raise ConfigError(f"{key}.model.prompts[{j}]: {prompt!r} appears twice; the conditions must be "
+                                  "distinct (rule: unique)")
+        if model.get("negative_prompt", "") in prompts:
+            raise ConfigError(f"{key}.model.negative_prompt: {model.get('negative_prompt', '')!r} is also one of the "
+                              "prompts (rule: unique)")
+    if source == "python":
+        if any(not isinstance(c, int) for c in model.get("classes", [])):
+            raise ConfigError(f"{key}.model.classes: label ids (integers) for model.source python (rule: type)")
+        if "class_names" in model and "classes" in model and len(model["class_names"]) != len(model["classes"]):
+            raise ConfigError(f"{key}.model.class_names: has {len(model['class_names'])} names, model.classes "
+                              f"{len(model['classes'])} (rule: same-length)")
+        if sampling["kernel"] != "ddpm" or sampling["variance"] != "small":
+            raise ConfigError(f"{key}.sampling.kernel: model.source python samples with the ancestral step in sigma "
+                              "(kernel ddpm, variance small) (rule: sigma-ancestral)")
+        lo, hi = sampling.get("sigma_min", 0.002), sampling.get("sigma_max", 80.0)
+        if not lo < hi:
+            raise ConfigError(f"{key}.sampling.sigma_min: must be below sigma_max ({lo} >= {hi}) (rule: order)")
+    else:
+        for name in SIGMA_KEYS:
+            if name in sampling:
+                raise ConfigError(f"{key}.sampling.{name}: applies to model.source python only (rule: unused-key)")
+    names = class_names(spec)
+    if names is not None and sampling["shards"] > sampling["trajectories_per_class"] * len(names):
+        raise ConfigError(f"{key}.sampling.shards: more shards than trajectories (rule: shards <= trajectories)")
+
+
 def validate_config(config: dict, schema: dict) -> dict:
     """Validate ``config`` against ``schema``, fill in defaults, run the semantic checks; return the result.
 
@@ -223,11 +305,14 @@ def validate_config(config: dict, schema: dict) -> dict:
             raise ConfigError(f"run: {name!r} is not an experiment of this config (rule: known-experiment)")
     for name, spec in config["experiments"].items():
         key = f"experiments.{name}"
-        _check_schedule(spec, key)
+        if pretrained_source(spec):
+            _check_pretrained(spec, key)
+        else:
+            _check_schedule(spec, key)
         _check_sampling_kernel(spec, key)
         if spec["kind"] == "gmm":
             _check_gmm(spec, key)
-        else:
+        elif not pretrained_source(spec):
             _check_ddpm(spec, key)
         _check_partitions(spec, class_names(spec), key)
     return config

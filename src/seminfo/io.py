@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import tempfile
+import warnings
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -13,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["package_version", "git_commit", "provenance", "atomic_path", "write_netcdf", "open_checked"]
+__all__ = ["package_version", "git_commit", "provenance", "atomic_path", "IMAGE_8BIT", "packing", "write_netcdf",
+           "open_checked"]
 
 
 class InputError(ValueError):
@@ -68,14 +70,33 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
-def write_netcdf(ds: xr.Dataset, path) -> None:
-    """Write ``ds`` with the netCDF4 engine and zlib compression, atomically."""
+# 8-bit storage of images in [0, 1] (CF packing: xarray reads them back as floats, value = byte / 255).
+IMAGE_8BIT = {"dtype": "uint8", "scale_factor": 1.0 / 255.0, "add_offset": 0.0, "_FillValue": None}
+_PACKING = ("dtype", "scale_factor", "add_offset", "_FillValue")
+
+
+def packing(var) -> dict:
+    """The CF packing (integer dtype with scale_factor) a variable was read with or is set to, else {}."""
+    enc = var.encoding
+    if "scale_factor" in enc and np.dtype(enc.get("dtype", "f4")).kind in "iu":
+        return {k: enc[k] for k in _PACKING if k in enc}
+    return {}
+
+
+def write_netcdf(ds: xr.Dataset, path, packed=()) -> None:
+    """Write ``ds`` with the netCDF4 engine and zlib compression, atomically.
+
+    Variables named in ``packed`` (images in [0, 1]) are stored 8-bit (``IMAGE_8BIT``), and so is any variable that
+    was read with such packing (``packing``), so it stays compact through the stages.
+    """
     encoding = {
-        name: {"zlib": True, "complevel": 4}
+        name: {"zlib": True, "complevel": 4} | (dict(IMAGE_8BIT) if name in packed else packing(var))
         for name, var in ds.variables.items()
         if var.dtype.kind in "fiu" and var.ndim > 0
     }
-    with atomic_path(path) as tmp:
+    with atomic_path(path) as tmp, warnings.catch_warnings():
+        # packed images are clipped to [0, 1] and finite: they need no fill value for NaN
+        warnings.filterwarnings("ignore", "saving variable .* as an integer dtype without any _FillValue")
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding)
 
 

@@ -1,13 +1,18 @@
-"""Stage functions of the network rules (own or pretrained models): sample one shard, its posterior, collect.
+"""Stage functions of the network rules (own or pretrained models): check a pretrained model, sample one shard,
+its posterior, collect.
 
 Trajectories are laid out class-major (``seminfo.stages.class_layout``): global index n has class
 n // per_class. A shard is a contiguous block of global indices; each trajectory's noise is seeded by its
 global index, so the shard count changes how work is split, not the results. The model comes in through its
-adapter (``seminfo.models``); nothing here depends on the model family.
+adapter (``seminfo.models``); nothing here depends on the model family. For a pretrained model the shards and
+samples.nc also keep the generated final states in the chain's units (``state``: the latent for latent models),
+which are the model's own samples for the studies that need data (I-MMSE, speciation); a latent model's decoded
+images are stored 8-bit.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 
 import numpy as np
@@ -16,8 +21,8 @@ import xarray as xr
 
 from .config import experiment_hash
 from .diffusion import sampler_chain
-from .io import open_checked, provenance, write_netcdf
-from .models import load_adapter
+from .io import InputError, atomic_path, open_checked, packing, provenance, write_netcdf
+from .models import adapter_record, is_pretrained, load_adapter, model_source
 from .posterior import online_log_posterior
 from .rao_blackwell import shared_sigma_expected_entropies
 from .sampler import sample_trajectories
@@ -25,7 +30,9 @@ from .stages import class_layout, concat_shards, resolve_partitions, trajectory_
 
 log = logging.getLogger(__name__)
 
-__all__ = ["device", "shard_indices", "sample_shard", "shard_posterior", "collect"]
+__all__ = ["device", "shard_indices", "model_check", "sample_shard", "shard_posterior", "collect", "STATE_DIMS"]
+
+STATE_DIMS = ("state_channel", "state_y", "state_x")
 
 
 def device() -> torch.device:
@@ -58,11 +65,45 @@ def _decode(model, states: np.ndarray, dev, batch: int = 64) -> np.ndarray:
     return images.reshape(*lead, *images.shape[1:]).numpy()
 
 
+def model_check(spec: dict, experiment: str, output) -> None:
+    """Load a pretrained model once through its adapter, check it, and write adapter.json (rule model_check).
+
+    adapter.json holds the adapter's description (conditions, prediction and variance kind, state shape, T) and a
+    fingerprint of the model's files; sampling depends on it.
+    """
+    model = load_adapter(spec, None, device())
+    record = adapter_record(spec, model)
+    for option, value in record["describe"].get("scheduler_options_not_applied", {}).items():
+        log.warning("the scheduler's %s = %r is not applied (the step stays affine in the network output)",
+                    option, value)
+    log.info("%s: %d conditions %s, %s prediction, %s variance, state %s, T = %d; %d files, sha256 %s",
+             model.source, model.num_conditions, list(model.condition_names), model.prediction, model.variance,
+             tuple(model.state_shape), model.schedule.T, record["fingerprint"]["files"],
+             record["fingerprint"]["sha256"][:16])
+    with atomic_path(output) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    log.info("wrote %s", output)
+
+
+def _checked_adapter(spec: dict, model_path, dev):
+    """The experiment's adapter; for a pretrained model also checked against its adapter.json (``model_path``)."""
+    model = load_adapter(spec, model_path, dev)
+    if is_pretrained(spec):
+        try:
+            record = json.loads(open(model_path).read())
+        except (OSError, ValueError) as err:
+            raise InputError(f"{model_path}: cannot be read ({err}); delete it and rerun") from None
+        if record.get("describe") != json.loads(json.dumps(model.describe())):
+            raise InputError(f"{model_path}: describes another model than {spec['model']['path']} holds now; "
+                             "delete it and rerun")
+    return model
+
+
 def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) -> None:
     """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample)."""
     s = spec["sampling"]
     dev = device()
-    model = load_adapter(spec, model_path, dev)
+    model = _checked_adapter(spec, model_path, dev)
     K, names = model.num_conditions, list(model.condition_names)
     chain = sampler_chain(model.schedule, s)
     labels, members = class_layout(K, s["trajectories_per_class"])
@@ -109,7 +150,11 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         },
         attrs=attrs,
     )
-    write_netcdf(ds, output)
+    if is_pretrained(spec):
+        ds = ds.assign(state=(("traj",) + STATE_DIMS, out.final,
+                              {"long_name": "generated x0 in the chain's units (the model's own sample)", "units": "1"}))
+        ds.attrs |= {"model_source": model_source(spec), "adapter": json.dumps(model.describe(), sort_keys=True)}
+    write_netcdf(ds, output, packed=("image", "filmstrip_x0") if model.latent else ())
     log.info("wrote %s", output)
 
 
@@ -168,5 +213,8 @@ def collect(spec: dict, experiment: str, posteriors, samples, trajectories_out, 
         coords={"class": parts[0]["class"].values},
         attrs=attrs,
     )
-    write_netcdf(samples_ds, samples_out)
+    if "state" in parts[0]:
+        samples_ds["state"] = (("sample",) + STATE_DIMS, np.concatenate([p["state"].values for p in parts]),
+                               dict(parts[0]["state"].attrs))
+    write_netcdf(samples_ds, samples_out, packed=("image",) if packing(parts[0]["image"]) else ())
     log.info("wrote %s and %s", trajectories_out, samples_out)

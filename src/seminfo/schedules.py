@@ -12,7 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Schedule", "linear_betas", "cosine_betas", "make_schedule", "schedule_from_alpha_bar", "respaced_times"]
+__all__ = [
+    "Schedule",
+    "linear_betas",
+    "cosine_betas",
+    "make_schedule",
+    "schedule_from_alpha_bar",
+    "respaced_times",
+    "SCHEDULER_BETA_SCHEDULES",
+    "schedule_from_scheduler_config",
+    "karras_sigmas",
+    "sigma_schedule",
+]
 
 
 def linear_betas(T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> np.ndarray:
@@ -86,3 +97,78 @@ def respaced_times(T: int, steps: int) -> np.ndarray:
     times = np.round(np.linspace(0, T, steps + 1)).astype(np.int64)
     assert np.all(np.diff(times) > 0)
     return times
+
+
+SCHEDULER_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
+
+
+def schedule_from_scheduler_config(config: dict, source: str = "scheduler_config.json") -> Schedule:
+    """The forward process of a diffusers scheduler configuration (``scheduler_config.json``), in float64.
+
+    Keys read: ``num_train_timesteps`` (T), and ``trained_betas`` (the betas themselves) or ``beta_schedule`` with
+    ``beta_start`` / ``beta_end``: 'linear' (evenly spaced betas), 'scaled_linear' (evenly spaced sqrt(beta), the
+    latent-diffusion schedule), 'squaredcos_cap_v2' (Nichol & Dhariwal 2021, eq. 17 with s = 0.008, betas capped
+    at 0.999: ``cosine_betas``). diffusers computes the same in float32; here every step is float64.
+
+    Index convention: diffusers' timestep tau = 0 … T-1 is this package's step t = tau + 1 (``alpha_bar[0] = 1`` is
+    data), so ``alpha_bar[1:]`` is the scheduler's ``alphas_cumprod``. Anything else (another beta_schedule,
+    ``rescale_betas_zero_snr``, which makes alpha_bar_T = 0 and the chain's start undefined) raises ValueError
+    naming ``source`` and the key.
+    """
+    def bad(key, why):
+        return ValueError(f"{source}: {key}: {why}")
+
+    T = config.get("num_train_timesteps", 1000)
+    if not isinstance(T, int) or isinstance(T, bool) or T < 2:
+        raise bad("num_train_timesteps", f"must be an integer >= 2, got {T!r}")
+    if config.get("rescale_betas_zero_snr"):
+        raise bad("rescale_betas_zero_snr", "zero terminal SNR (alpha_bar_T = 0) is not supported: the chain starts "
+                  "from N(0, I) at a finite SNR")
+    trained = config.get("trained_betas")
+    if trained is not None:
+        betas = np.asarray(trained, dtype=np.float64)
+        if betas.shape != (T,):
+            raise bad("trained_betas", f"has shape {betas.shape}, num_train_timesteps is {T}")
+        name = "trained_betas"
+    else:
+        name = config.get("beta_schedule", "linear")
+        start, end = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+        if name == "linear":
+            betas = np.linspace(start, end, T, dtype=np.float64)
+        elif name == "scaled_linear":
+            betas = np.linspace(math.sqrt(start), math.sqrt(end), T, dtype=np.float64) ** 2
+        elif name == "squaredcos_cap_v2":
+            betas = cosine_betas(T, 0.008, 0.999)
+        else:
+            raise bad("beta_schedule", f"{name!r} cannot be rebuilt (known: {', '.join(SCHEDULER_BETA_SCHEDULES)}, "
+                      "or trained_betas)")
+    try:
+        return Schedule(name, betas)
+    except ValueError as err:
+        raise bad("trained_betas" if trained is not None else "beta_schedule", str(err)) from None
+
+
+def karras_sigmas(steps: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> np.ndarray:
+    """The sigma grid of Karras et al. (2022), eq. 5, ascending: ``steps`` values from sigma_min to sigma_max,
+    evenly spaced in sigma^(1/rho) (float64)."""
+    if not 0.0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    if steps < 2:
+        raise ValueError(f"a sigma grid needs at least 2 points, got {steps}")
+    ramp = np.linspace(0.0, 1.0, steps, dtype=np.float64)
+    lo, hi = sigma_min ** (1.0 / rho), sigma_max ** (1.0 / rho)
+    return (lo + ramp * (hi - lo)) ** rho
+
+
+def sigma_schedule(sigmas) -> Schedule:
+    """The forward process of a sigma-parameterised (VE / EDM) model on the grid ``sigmas`` (ascending, > 0), in
+    variance-preserving units.
+
+    With x_VP = sqrt(alpha_bar) x_VE and alpha_bar = 1 / (1 + sigma^2) (METHOD.md, "sigma-parameterised chains"),
+    step t = 1 … S of the returned schedule is ``sigmas[t-1]`` and t = 0 is sigma = 0 (data): the grid itself is
+    the schedule, T = S, and a chain on every step (``reverse_chain(schedule, S)``) visits exactly these sigmas.
+    """
+    sigmas = np.asarray(sigmas, dtype=np.float64)
+    if sigmas.ndim != 1 or sigmas.size < 1 or not np.all(sigmas > 0) or np.any(np.diff(sigmas) <= 0):
+        raise ValueError("sigmas must be a non-empty, strictly ascending array of positive values")
+    return schedule_from_alpha_bar("sigma", 1.0 / (1.0 + np.concatenate([[0.0], sigmas]) ** 2))

@@ -22,7 +22,9 @@ from . import convergence as conv
 from . import decisions as dec
 from . import gmm, highdim, immse, plotting, speciation
 from .config import experiment_hash
+from .diffusion import x0_coefficients
 from .io import InputError, open_checked, provenance, write_netcdf
+from .models import is_pretrained, source_schedule
 from .posterior import LOG2, entropy_bits, online_log_posterior
 from .stages import class_layout, mixture_from_spec, schedule_from_spec
 from .summary import entropy_rate
@@ -80,14 +82,56 @@ def _network_eps_fn(model, batch: int, device):
     return eps_fn
 
 
+def _denoiser_difference_fn(model, batch: int, device):
+    """f(x, t, y) = sqrt(gamma_t) s_t out(x, t, y) for ``immse.network_integrand``, from an adapter of any prediction
+    kind: with x̂_0 = r x + s out (``diffusion.x0_coefficients``), f(x, t, c) - f(x, t, ∅) = sqrt(gamma_t) (x̂_0(x, c) -
+    x̂_0(x, ∅)), so the integrand's 1/2 ||f_c - f_∅||^2 is gamma/2 ||x̂_0(x, c) - x̂_0(x, ∅)||^2 (for eps, f = -eps)."""
+    import torch
+
+    C, alpha_bar = model.state_shape[0], model.schedule.alpha_bar
+    out_fn = _network_eps_fn(model, batch, device)
+
+    def f(x, t, y):
+        coef = []
+        for v in t.tolist():
+            ab = float(alpha_bar[int(v)])
+            coef.append(np.sqrt(immse.snr(ab)) * x0_coefficients(model.prediction, ab)[1])
+        coef = torch.tensor(coef, dtype=torch.float64).view(-1, *([1] * (x.dim() - 1)))
+        return coef * out_fn(x, t, y)[:, :C].double()  # a learned-range output: its prediction channels
+
+    return f
+
+
+def _network_data(spec: dict, summary_hash: str, samples):
+    """x_0 of the I-MMSE study: the data set (own model), or the model's own generated states (samples.nc)."""
+    import torch
+
+    if not is_pretrained(spec):
+        from .ddpm.data import load_images
+
+        data = load_images(spec["data"])
+        return data.images, data.labels, "network: class label vs null label"
+    ds = open_checked(samples, summary_hash, required=("state", "label"))
+    return (torch.from_numpy(ds["state"].values.astype(np.float32)), torch.from_numpy(ds["label"].values),
+            "network: condition vs null condition, on the model's own generated samples (no data set)")
+
+
+def _T(summary: xr.Dataset, spec: dict) -> int:
+    return int(summary.attrs["T"]) if "T" in summary.attrs else int(spec["schedule"]["T"])
+
+
 def immse_stage(spec: dict, experiment: str, summary, output, options: dict, model_path=None, figure=None,
-                dpi: int = 150) -> None:
-    """I(c; x_t) by the I-MMSE identity on the experiment's time grid, with its discrepancy to summary.nc."""
+                dpi: int = 150, samples=None) -> None:
+    """I(c; x_t) by the I-MMSE identity on the experiment's time grid, with its discrepancy to summary.nc.
+
+    Network models: ``model_path`` is the checkpoint (own) or adapter.json (pretrained); a pretrained model has no
+    data set, so x_0 are its own generated samples (``samples``: samples.nc), and it needs a null condition.
+    """
     s = open_checked(summary, experiment_hash(spec), required=("mutual_information", "prior", "log_snr"))
     prior = s["prior"].values
     K = prior.size
     per_class = max(2, -(-int(options["samples"]) // K))
-    schedule = schedule_from_spec(spec)
+    schedule = source_schedule(spec)
     if spec["kind"] == "gmm":
         mix = mixture_from_spec(spec)
         u = immse.log_snr_grid(schedule.alpha_bar, options["points"])
@@ -99,7 +143,6 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
             g, g_se = immse.gmm_integrand(mix, u, per_class, options["seed"])
         point_steps = np.full(u.size, -1)
     else:
-        from .ddpm.data import load_images
         from .models import load_adapter
         from .network_stages import device
 
@@ -107,13 +150,16 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         model = load_adapter(spec, model_path, dev)
         if model.num_conditions != K:
             raise InputError(f"{model_path}: the model has {model.num_conditions} conditions, {summary} has {K}")
-        data = load_images(spec["data"])
+        if not model.has_null:
+            raise InputError(f"{model_path}: the model has no null condition, which the I-MMSE study needs")
+        images, labels, denoisers = _network_data(spec, experiment_hash(spec), samples)
         point_steps = immse.step_grid(schedule.alpha_bar, options["points"])
         u = np.log(immse.snr(schedule.alpha_bar[point_steps]))
         log.info("ddpm: network denoisers on %s, %d steps x %d samples per class (2 evaluations each)", dev,
                  point_steps.size, per_class)
-        eps_fn = _network_eps_fn(model, spec["sampling"]["batch_size"], dev)
-        g, g_se = immse.network_integrand(eps_fn, data.images, data.labels, schedule.alpha_bar, point_steps,
+        batch = spec["sampling"]["batch_size"]
+        eps_fn = (_denoiser_difference_fn if is_pretrained(spec) else _network_eps_fn)(model, batch, dev)
+        g, g_se = immse.network_integrand(eps_fn, images, labels, schedule.alpha_bar, point_steps,
                                           per_class, K, options["seed"], prior=prior)
     info_grid, info_grid_se = immse.integrate(u, g, g_se)
     mi, mi_se = immse.information_at(u, g, g_se, s["log_snr"].values)
@@ -122,9 +168,9 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
     worst = int(np.abs(diff).argmax())
     times = s["time"].values
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
-        "T": int(s.attrs.get("T", spec["schedule"]["T"])),
+        "T": _T(s, spec),
         "estimator": "I-MMSE: dI/dgamma = 1/2 E||x0_hat(x, c) - x0_hat(x)||^2, integrated in log SNR from gamma = 0",
-        "denoisers": "exact (Gaussian mixture)" if spec["kind"] == "gmm" else "network: class label vs null label",
+        "denoisers": "exact (Gaussian mixture)" if spec["kind"] == "gmm" else denoisers,
         "samples_per_class": per_class,
         "points": int(u.size),
         "seed": int(options["seed"]),
@@ -208,10 +254,13 @@ def replay_gmm_posterior(spec: dict, stored: xr.Dataset, threshold: float, chunk
     return dt, final
 
 
-def _speciation(spec: dict, schedule) -> tuple[float, float, float]:
-    """(Lambda, s_S, step of s_S) for an experiment's data."""
+def _speciation(spec: dict, schedule, samples=None) -> tuple[float, float, float]:
+    """(Lambda, s_S, step of s_S) for an experiment's data (a pretrained model: its generated states, samples.nc)."""
     if spec["kind"] == "gmm":
         lam = speciation.mixture_eigenvalue(mixture_from_spec(spec))
+    elif is_pretrained(spec):
+        states = open_checked(samples, experiment_hash(spec), required=("state",))["state"].values
+        lam = speciation.top_eigenvalue(states)
     else:
         from .ddpm.data import load_images
 
@@ -221,14 +270,17 @@ def _speciation(spec: dict, schedule) -> tuple[float, float, float]:
 
 
 def decisions_stage(spec: dict, experiment: str, summary, source, output, options: dict, figure=None,
-                    dpi: int = 150) -> None:
-    """Decision times, entropy-rate peaks with bootstrap CIs, and the speciation time → decisions.nc."""
+                    dpi: int = 150, samples=None) -> None:
+    """Decision times, entropy-rate peaks with bootstrap CIs, and the speciation time → decisions.nc.
+
+    ``samples`` (samples.nc) gives a pretrained model's generated states, its data for the speciation time.
+    """
     h = experiment_hash(spec)
     s = open_checked(summary, required=("entropy_rate", "prior"))
     threshold = float(options["decision_threshold"])
     resamples, seed = int(options["bootstrap_resamples"]), int(options["bootstrap_seed"])
     K = s.sizes["class"]
-    T = int(s.attrs.get("T", spec["schedule"]["T"]))
+    T = _T(s, spec)
     times = s["time"].values
     if spec["kind"] == "gmm":
         traj = open_checked(source, h, required=("entropy", "label"))
@@ -253,7 +305,7 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
     peaks = dec.class_rate_peaks(traj[curves].transpose("traj", "time").values, labels, K, times, T, smoothing,
                                  resamples, seed)
     pairs = dec.pairwise_differences(peaks["peak"], peaks["replicates"])
-    lam, s_ou, step = _speciation(spec, schedule_from_spec(spec))
+    lam, s_ou, step = _speciation(spec, source_schedule(spec), samples)
     agree = np.array([np.mean(final[labels == k] == k) for k in range(K)])
 
     data = {
@@ -305,6 +357,8 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
         "speciation_note": "Biroli et al. 2024: s_S = log(Lambda)/2 in OU time, at the step with alpha_bar = "
                            "1/Lambda; Lambda <= 1 places it at t = 0 (no speciation inside the forward process)",
     }
+    if is_pretrained(spec):
+        attrs["speciation_note"] += "; Lambda from the model's generated samples in the chain's units (no data set)"
     # The distance of the rate peaks from the speciation time: exact curves where known. Speciation concerns the
     # first, coarsest split of the data, so binary decisions (partitions) are compared as well.
     if "entropy_rate_exact" in s:

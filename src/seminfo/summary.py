@@ -294,4 +294,7 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     if has_rb:
         attrs["rate_estimator_rb"] = (f"{rate}, of the class means of entropy_rb (per-trajectory curves whose "
                                       "step differences are the expected changes given x_t)")
-    return xr.Dataset(data, coords=coords, attrs=attrs)
+    ds = xr.Dataset(data, coords=coords, attrs=attrs)
+    if "filmstrip_x0" in traj:
+        ds["filmstrip_x0"].encoding = dict(traj["filmstrip_x0"].encoding)  # keeps 8-bit storage (latent models)
+    return ds

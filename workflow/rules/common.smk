@@ -3,11 +3,13 @@
 import sys
 
 from seminfo.config import ConfigError, experiment_hash, load_schema, validate_config
+from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
 try:
     config = validate_config(config, load_schema(SCHEMA))
+    check_sources(config)  # pretrained models: their folders, from the JSON files (no weights loaded)
 except ConfigError as err:
     sys.stderr.write(f"seminfo: invalid configuration: {err}\n")
     raise SystemExit(1)
@@ -43,9 +45,53 @@ def experiments_of(kind):
     return [name for name, s in EXPERIMENTS.items() if s["kind"] == kind]
 
 
+def own_experiments():
+    """Network experiments of the project's own UNet (trained by ddpm_train)."""
+    return [name for name in experiments_of("ddpm") if not is_pretrained(spec(name))]
+
+
+def pretrained_experiments():
+    """Network experiments of a pretrained model loaded from its folder (model.source: diffusers, dit, …)."""
+    return [name for name in experiments_of("ddpm") if is_pretrained(spec(name))]
+
+
 def digits_experiments():
     """DDPM experiments on the bundled digits: they get an independent sample-quality check."""
-    return [name for name in experiments_of("ddpm") if spec(name)["data"]["name"] == "digits"]
+    return [name for name in own_experiments() if spec(name)["data"]["name"] == "digits"]
+
+
+def model_file(w):
+    """What sampling depends on: the trained checkpoint (own), or the checked adapter.json (pretrained)."""
+    if is_pretrained(spec(w.experiment)):
+        return f"{RESULTS}/{w.experiment}/model/adapter.json"
+    return f"{RESULTS}/{w.experiment}/model/model.safetensors"
+
+
+def model_folder_stat(w):
+    """A cheap fingerprint of the model's files (names, sizes, modification times) as a param: Snakemake reruns
+    model_check when it changes (the content fingerprint is written by the job into adapter.json)."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for f in model_folder_files(w):
+        st = os.stat(f)
+        digest.update(f"{f}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return digest.hexdigest()[:16]
+
+
+def model_folder_files(w):
+    """Every file of a pretrained model's folder (or its one file) and a python entry's file: changing any of them
+    reruns model_check, and through adapter.json the sampling."""
+    from pathlib import Path
+
+    m = spec(w.experiment)["model"]
+    root = Path(m["path"]).expanduser()
+    files = sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else [str(root)]
+    where = m.get("entry", "").rpartition(":")[0]
+    if where.endswith(".py"):
+        files.append(str(Path(where).expanduser()))
+    return files
 
 
 def figures(experiment):

@@ -1,5 +1,6 @@
-# DDPM experiments: train a class-conditional network, sample trajectories in shards with the per-step
-# Bayes increments, turn them into posteriors, and collect per-trajectory and sample datasets.
+# DDPM experiments: train a class-conditional network (own model) or check a pretrained one (model_check), sample
+# trajectories in shards with the per-step Bayes increments, turn them into posteriors, and collect per-trajectory
+# and sample datasets.
 
 
 rule ddpm_train:
@@ -17,16 +18,36 @@ rule ddpm_train:
     resources:
         gpu=1,
     wildcard_constraints:
-        experiment="|".join(experiments_of("ddpm")) or "^$",
+        experiment="|".join(own_experiments()) or "^$",
     conda:
         "../envs/seminfo.yaml"
     script:
         "../scripts/ddpm_train.py"
 
 
+rule model_check:
+    input:
+        model_folder_files,
+    output:
+        f"{RESULTS}/{{experiment}}/model/adapter.json",
+    log:
+        f"{RESULTS}/{{experiment}}/logs/model_check.log",
+    params:
+        spec=lambda w: core_spec(w.experiment),
+        files=model_folder_stat,
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        experiment="|".join(pretrained_experiments()) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/model_check.py"
+
+
 rule ddpm_sample:
     input:
-        model=f"{RESULTS}/{{experiment}}/model/model.safetensors",
+        model=model_file,
     output:
         f"{RESULTS}/{{experiment}}/shards/sample_{{shard}}.nc",
     log:

@@ -40,8 +40,7 @@ rule immse:
 
 rule decisions:
     input:
-        profiles=f"{RESULTS}/{{experiment}}/profiles.nc",
-        source=decisions_source,
+        unpack(decisions_inputs),
     output:
         data=f"{RESULTS}/{{experiment}}/decisions.nc",
         figure=report(

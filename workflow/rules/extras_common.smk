@@ -17,7 +17,9 @@ def decision_options(experiment):
 
 
 def immse_experiments():
-    return [name for name in EXPERIMENTS if study_options(name, "immse")["enable"]]
+    """Experiments whose immse study is on; a network without a null condition has no I-MMSE estimate."""
+    return [name for name in EXPERIMENTS
+            if study_options(name, "immse")["enable"] and (spec(name)["kind"] == "gmm" or has_null_condition(spec(name)))]
 
 
 def convergence_experiments():
@@ -48,7 +50,18 @@ def extra_targets():
 def immse_inputs(w):
     inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc"}
     if spec(w.experiment)["kind"] == "ddpm":
-        inputs["model"] = f"{RESULTS}/{w.experiment}/model/model.safetensors"
+        inputs["model"] = model_file(w)
+    if is_pretrained(spec(w.experiment)):
+        inputs["samples"] = f"{RESULTS}/{w.experiment}/samples.nc"  # the model's own samples are its x_0
+    return inputs
+
+
+def decisions_inputs(w):
+    """The profiles, the per-trajectory posteriors, and a pretrained model's generated states (samples.nc), its data
+    for the speciation time."""
+    inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc", "source": decisions_source(w)}
+    if is_pretrained(spec(w.experiment)):
+        inputs["samples"] = f"{RESULTS}/{w.experiment}/samples.nc"
     return inputs
 
 

@@ -3,16 +3,29 @@
 ``load_adapter(spec, model_path, device)`` builds the adapter an experiment's ``model.source`` names:
 
 - ``own`` (the default): the class-conditional UNet trained by rule ddpm_train (``own``)
+- ``diffusers``: a class-conditional diffusers ``UNet2DModel`` folder (``diffusers_unet``)
+- ``dit``: a DiT folder, conditions a subset of its ImageNet classes (``dit``)
+- ``stable_diffusion``: a Stable Diffusion folder, conditions a list of prompts (``stable_diffusion``)
+- ``python``: a sigma-parameterised denoiser D(x; sigma, label) from a user's entry point (``sigma_denoiser``)
+
+A pretrained source is loaded from a local folder only (``from_pretrained(…, local_files_only=True)``).
+``check_sources`` checks every pretrained experiment's folder from its JSON files when the workflow is parsed, so a
+missing folder, component, class name or an unknown schedule stops the run before any job.
 """
 
 from __future__ import annotations
 
+from ..config import ConfigError
 from ..stages import schedule_from_spec
 from .base import PREDICTIONS, VARIANCES, Adapter, NetworkAdapter
+from .folders import FolderError, fingerprint
 
-__all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "SOURCES", "model_source", "load_adapter"]
+__all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "SOURCES", "PRETRAINED", "model_source",
+           "is_pretrained", "load_adapter", "inspect_source", "check_sources", "has_null_condition",
+           "source_schedule", "adapter_record", "FolderError"]
 
-SOURCES = ("own",)
+PRETRAINED = ("diffusers", "dit", "stable_diffusion", "python")
+SOURCES = ("own",) + PRETRAINED
 
 
 def model_source(spec: dict) -> str:
@@ -20,14 +33,86 @@ def model_source(spec: dict) -> str:
     return spec.get("model", {}).get("source", "own")
 
 
+def is_pretrained(spec: dict) -> bool:
+    return spec.get("kind") == "ddpm" and model_source(spec) in PRETRAINED
+
+
+def _module(source: str):
+    from . import diffusers_unet, dit, sigma_denoiser, stable_diffusion
+
+    modules = {"diffusers": diffusers_unet, "dit": dit, "stable_diffusion": stable_diffusion,
+               "python": sigma_denoiser}
+    if source not in modules:
+        raise ValueError(f"unknown model source {source!r} (expected one of {SOURCES})")
+    return modules[source]
+
+
+def inspect_source(spec: dict) -> dict:
+    """What a pretrained experiment's folder holds, from its files (no weights loaded); FolderError if unusable."""
+    return _module(model_source(spec)).inspect(spec)
+
+
 def load_adapter(spec: dict, model_path, device) -> Adapter:
     """The adapter of an experiment's model, on ``device`` and in eval mode.
 
-    ``model_path``: for ``own``, the trained checkpoint (model.safetensors).
+    ``model_path``: for ``own``, the trained checkpoint (model.safetensors); for a pretrained source it is not read
+    (the model is ``model.path``). A folder the adapter cannot load raises ``InputError`` naming the key and file.
     """
     source = model_source(spec)
     if source == "own":
         from .own import own_adapter
 
         return own_adapter(spec, model_path, schedule_from_spec(spec), device)
-    raise ValueError(f"unknown model source {source!r} (expected one of {SOURCES})")
+    from ..io import InputError
+
+    try:
+        return _module(source).load(spec, device)
+    except FolderError as err:
+        raise InputError(f"{err.key}: {err}") from None
+
+
+def check_sources(config: dict) -> None:
+    """Check the folder of every pretrained experiment (JSON files only) and the sampling options it allows.
+
+    Raises ``ConfigError`` naming ``experiments.<name>.<key>``, the file and the problem.
+    """
+    for name, spec in config["experiments"].items():
+        if not is_pretrained(spec):
+            continue
+        key = f"experiments.{name}"
+        try:
+            plan = inspect_source(spec)
+        except FolderError as err:
+            raise ConfigError(f"{key}.{err.key}: {err} (rule: model-folder)") from None
+        s = spec["sampling"]
+        T = plan["schedule"].T
+        if model_source(spec) != "python" and s["steps"] > T:
+            raise ConfigError(f"{key}.sampling.steps: {s['steps']} exceeds the model's T = {T} (rule: steps <= T)")
+        if plan.get("variance") == "learned_range":
+            if s.get("kernel") == "ddim":
+                raise ConfigError(f"{key}.sampling.kernel: ddim does not apply to a learned-variance model (its step "
+                                  "variance is the network's) (rule: learned-variance)")
+            if s.get("prune_log_threshold") is not None:
+                raise ConfigError(f"{key}.sampling.prune_log_threshold: pruning needs a variance shared by all "
+                                  "conditions; a learned-variance model has none (rule: learned-variance)")
+
+
+def has_null_condition(spec: dict) -> bool:
+    """Whether the experiment's model has an unconditional (null) condition, without loading it."""
+    if not is_pretrained(spec):
+        return True  # the own UNet is trained with the null label K
+    return bool(inspect_source(spec)["has_null"])
+
+
+def source_schedule(spec: dict):
+    """The forward process of an experiment's model (float64): the config's for ``own``, else rebuilt from the
+    model's scheduler configuration (or its sigma grid), without loading the network."""
+    if not is_pretrained(spec):
+        return schedule_from_spec(spec)
+    return inspect_source(spec)["schedule"]
+
+
+def adapter_record(spec: dict, adapter: Adapter) -> dict:
+    """What rule model_check writes to adapter.json: the adapter's description and the folder's fingerprint."""
+    return {"describe": adapter.describe(), "path": str(spec["model"]["path"]),
+            "fingerprint": fingerprint(spec["model"]["path"])}

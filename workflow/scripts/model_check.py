@@ -1,0 +1,5 @@
+from seminfo.network_stages import model_check
+from seminfo.workflow import run
+
+run(snakemake, model_check, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,
+    output=snakemake.output[0])
