@@ -116,7 +116,12 @@ def test_diffusers_step_mean_and_variance_equal_ddpm_scheduler_step(folders, noi
         ours = a * x.double() + b * out.double()
         scale = float(ours.abs().max())
         assert float((ours - mean).abs().max()) <= 2e-6 * scale, (i, float((ours - mean).abs().max()))
-        # (the grid's first step starts at t = 15 > 1, where diffusers adds noise as we do; at tau = 0 it adds none)
+        if i == 1 and variance == "large":
+            # The last step is noiseless for every variance (Ho et al. 2020, Algorithm 2; improved-diffusion's respaced
+            # sampler likewise). DDPMScheduler skips the noise only when its timestep is 0, so on a respaced grid,
+            # whose last step starts at t = 15, it still draws noise there with fixed_large.
+            assert chain.sigma[0] == 0 and float(std.min()) > 0
+            continue
         np.testing.assert_allclose(std.numpy(), chain.sigma[i - 1], rtol=2e-6, atol=1e-7 if i == 1 else 0)
         x = torch.randn_like(x)
 
