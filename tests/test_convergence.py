@@ -133,3 +133,16 @@ def test_convergence_stage_and_figure(tmp_path):
     gids = {line.get_gid() for ax in fig.axes for line in ax.lines}
     assert {"ddim:S=10", "exact", "error:ddpm_small"} <= gids
     plotting.save_figure(fig, tmp_path / "convergence.png", dpi=60)
+    # the marginal deficit: its largest and its time-averaged value, as the README quotes both
+    for sampler in ("ddpm_small", "ddim"):
+        for S in (10, 25, 100):
+            H = ds["entropy_marginal"].sel(sampler=sampler, steps=S).values
+            diff = ds["entropy_marginal_exact"].values - H
+            diff = diff[np.isfinite(diff)]
+            assert ds["entropy_marginal_deficit_max"].sel(sampler=sampler, steps=S) == pytest.approx(diff.max())
+            assert ds["entropy_marginal_deficit_mean"].sel(sampler=sampler, steps=S) == pytest.approx(diff.mean())
+    assert float(ds["entropy_marginal_deficit_max"].sel(sampler="ddim", steps=100)) > 2 * float(
+        ds["entropy_marginal_deficit_mean"].sel(sampler="ddim", steps=100))
+    # one-vs-rest tracking at every S, and the K-class tracker of the same trajectories
+    assert ds["ovr_posterior_mean_abs_error"].dims == ("steps",)
+    assert np.all(ds["ovr_posterior_mean_abs_error"] > 0) and np.all(ds["ovr_full_posterior_mean_abs_error"] > 0)

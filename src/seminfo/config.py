@@ -290,6 +290,42 @@ def _check_pretrained(spec: dict, key: str) -> None:
         raise ConfigError(f"{key}.sampling.shards: more shards than trajectories (rule: shards <= trajectories)")
 
 
+def check_guidance_and_tracking(spec: dict, key: str, T: int, names: list[str] | None, has_null: bool) -> None:
+    """``sampling.guidance`` and one-vs-rest tracking against the model: a null condition, an interval inside
+    [0, T], targets among the classes; raises ``ConfigError``. (Pretrained models: ``seminfo.models.check_sources``
+    calls it with what their folders say.)"""
+    s = spec["sampling"]
+    guidance, ovr = s.get("guidance"), s.get("tracking") == "one_vs_rest"
+    if guidance is not None:
+        lo, hi = guidance.get("interval", [0, T])
+        if not 0 <= lo <= hi <= T:
+            raise ConfigError(f"{key}.sampling.guidance.interval: [{lo}, {hi}] must satisfy 0 <= t_lo <= t_hi <= "
+                              f"T = {T} (rule: interval)")
+    if (guidance is not None or ovr) and not has_null:
+        what = "guidance" if guidance is not None else "tracking"
+        raise ConfigError(f"{key}.sampling.{what}: needs a model with a null (unconditional) condition, which this "
+                          "model does not have (rule: null-condition)")
+    if spec["kind"] == "gmm" and guidance is not None:
+        if s["kernel"] == "exact":
+            raise ConfigError(f"{key}.sampling.guidance: guidance moves an eps-parameterised step; use kernel ddpm or "
+                              "ddim (rule: guided-kernel)")
+        if spec["mixture"].get("dim", 1) != 1:
+            raise ConfigError(f"{key}.sampling.guidance: applies to 1-D mixtures (rule: guided-kernel)")
+    for name in ("targets", "target_prior"):
+        if name in s and not ovr:
+            raise ConfigError(f"{key}.sampling.{name}: applies to tracking one_vs_rest only (rule: unused-key)")
+    if ovr:
+        if spec.get("partitions"):
+            raise ConfigError(f"{key}.partitions: binary decisions need the K-class posterior; one-vs-rest tracking "
+                              "has one class per trajectory (rule: one-vs-rest)")
+        if s.get("prune_log_threshold") is not None:
+            raise ConfigError(f"{key}.sampling.prune_log_threshold: pruning applies to full tracking only "
+                              "(rule: one-vs-rest)")
+        if names is not None:
+            for j, ref in enumerate(s.get("targets") or []):
+                class_index(ref, names, f"{key}.sampling.targets[{j}]")
+
+
 def validate_config(config: dict, schema: dict) -> dict:
     """Validate ``config`` against ``schema``, fill in defaults, run the semantic checks; return the result.
 
@@ -312,8 +348,13 @@ def validate_config(config: dict, schema: dict) -> dict:
         _check_sampling_kernel(spec, key)
         if spec["kind"] == "gmm":
             _check_gmm(spec, key)
+            if spec["sampling"].get("tracking") == "one_vs_rest":
+                raise ConfigError(f"{key}.sampling.tracking: one-vs-rest tracking applies to network models; for "
+                                  "mixtures the convergence study measures it (rule: network-only)")
         elif not pretrained_source(spec):
             _check_ddpm(spec, key)
+        if not pretrained_source(spec):
+            check_guidance_and_tracking(spec, key, spec["schedule"]["T"], class_names(spec), has_null=True)
         _check_partitions(spec, class_names(spec), key)
     return config
 

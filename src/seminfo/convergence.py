@@ -19,10 +19,12 @@ import numpy as np
 
 from . import gmm
 from .diffusion import ReverseChain, ddim_chain, reverse_chain
+from .one_vs_rest import clipped_posterior, ovr_log_posterior
 from .posterior import entropy_bits, online_log_posterior
 from .schedules import Schedule
 
-__all__ = ["SAMPLERS", "StudyPoint", "named_chain", "run_point", "entropy_errors"]
+__all__ = ["SAMPLERS", "StudyPoint", "OneVsRestPoint", "named_chain", "run_point", "run_one_vs_rest_point",
+           "entropy_errors", "marginal_deficits"]
 
 SAMPLERS = ("ddpm_small", "ddpm_large", "ddim")
 
@@ -47,6 +49,24 @@ class StudyPoint:
     entropy: np.ndarray  # (K, G) bit, mean over class-k trajectories
     entropy_sem: np.ndarray  # (K, G) bit
     posterior_mean_abs_error: float  # mean over trajectories, times, classes of |P_online - P(c | x_t)|
+
+
+@dataclass
+class OneVsRestPoint:
+    """One-vs-rest tracking at one S (``seminfo.one_vs_rest``), DDPM steps with the exact class and null eps: mean
+    over trajectories and times of |P(c | path) - P(c | x_t)|, c each trajectory's class."""
+
+    ovr_error: float  # the one-vs-rest tracker (2 evaluations per step)
+    full_error: float  # the K-class online posterior of the same trajectories
+    clipped_fraction: float  # share of (trajectory, time) points with log P > 0 (reported P = 1)
+
+
+def marginal_deficits(H_marginal, exact_marginal) -> tuple[float, float]:
+    """Largest and time-averaged H_exact(c | x_t) - H(c | x_t) (bit) where H is defined (not NaN): how far below the
+    exact curve a sampler's posterior entropy lies (positive: below, as P(c | path) does)."""
+    diff = np.asarray(exact_marginal) - np.asarray(H_marginal)
+    diff = diff[np.isfinite(diff)]
+    return float(diff.max()), float(diff.mean())
 
 
 def entropy_errors(entropy, entropy_exact) -> tuple[float, float]:
@@ -80,3 +100,20 @@ def run_point(mix: gmm.Mixture, schedule: Schedule, sampler: str, steps: int, pe
         entropy_sem=sem,
         posterior_mean_abs_error=float(abs_error / (labels.size * alpha_bar.size * mix.K)),
     )
+
+
+def run_one_vs_rest_point(mix: gmm.Mixture, schedule: Schedule, steps: int, per_class: int, seed,
+                          init: str = "prior") -> OneVsRestPoint:
+    """Sample DDPM ('small') trajectories with the exact eps and track each one's class both ways."""
+    chain = reverse_chain(schedule, steps, "small")
+    labels = np.repeat(np.arange(mix.K), per_class)
+    rows = np.arange(labels.size)
+    x, log_init = gmm.sample_paths(mix, chain, labels, "ddpm", init, np.random.default_rng(seed))
+    start = chain.posterior_start
+    exact = np.exp(gmm.exact_log_posterior(mix, x[:, start:], chain.alpha_bar[start:]))[rows, :, labels]
+    inc = gmm.path_ovr_increments(mix, chain, x, "ddpm", start)[rows, :, labels]
+    P, clipped, _ = clipped_posterior(ovr_log_posterior(log_init[rows, labels], inc))
+    full = online_log_posterior(log_init, gmm.path_log_likelihoods(mix, chain, x, "ddpm", start))
+    return OneVsRestPoint(ovr_error=float(np.abs(P - exact).mean()),
+                          full_error=float(np.abs(np.exp(full[rows, :, labels]) - exact).mean()),
+                          clipped_fraction=clipped)

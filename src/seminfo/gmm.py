@@ -14,6 +14,7 @@ import numpy as np
 
 from .diffusion import ReverseChain, ddim_mean, ddpm_mean, sampler_chain  # sampler_chain: re-exported
 from . import rao_blackwell
+from .guidance import Guidance, guided_output
 from .posterior import entropy_bits, log_normal, normalize_log, partition_log_posterior
 
 __all__ = [
@@ -22,6 +23,8 @@ __all__ = [
     "marginal_moments",
     "exact_log_posterior",
     "exact_eps",
+    "exact_null_eps",
+    "guided_eps",
     "exact_kernel_gain",
     "exact_kernel",
     "ddpm_kernel",
@@ -31,6 +34,7 @@ __all__ = [
     "posterior_start",
     "path_log_likelihoods",
     "path_expected_entropies",
+    "path_ovr_increments",
     "exact_entropy",
     "exact_partition_entropy",
 ]
@@ -90,6 +94,20 @@ def exact_eps(mix: Mixture, x, alpha_bar):
     return np.sqrt(1.0 - np.asarray(alpha_bar))[..., None] * (np.asarray(x)[..., None] - mean) / var
 
 
+def exact_null_eps(mix: Mixture, x, alpha_bar):
+    """Exact unconditional noise prediction sum_c P(c | x_t) eps_c(x_t) (Tweedie's formula for the mixture), (...)."""
+    return (np.exp(exact_log_posterior(mix, x, alpha_bar)) * exact_eps(mix, x, alpha_bar)).sum(-1)
+
+
+def guided_eps(mix: Mixture, x, alpha_bar, scale: float = 1.0):
+    """eps of every class for a step guided with ``scale`` (``seminfo.guidance``): the exact class eps at scale 1,
+    else eps_null + w (eps_c - eps_null) with the exact null eps."""
+    eps = exact_eps(mix, x, alpha_bar)
+    if scale == 1.0:
+        return eps
+    return guided_output(eps, exact_null_eps(mix, x, alpha_bar)[..., None], scale)
+
+
 def exact_kernel_gain(stds, ab_t: float, ab_s: float):
     """Gain C / v_t and variance v_s - C^2 / v_t of the exact reverse kernel of every class, shapes (K,).
 
@@ -112,43 +130,49 @@ def exact_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float):
     return mean, var
 
 
-def ddpm_kernel(mix: Mixture, x_t, ab_t: float, beta: float, sigma: float):
-    """DDPM-parameterised reverse kernel with the exact class-conditional eps: mean (..., K), variance (K,)."""
-    eps = exact_eps(mix, x_t, ab_t)
+def ddpm_kernel(mix: Mixture, x_t, ab_t: float, beta: float, sigma: float, scale: float = 1.0):
+    """DDPM-parameterised reverse kernel with the exact class-conditional eps (guided with ``scale``): mean (..., K),
+    variance (K,)."""
+    eps = guided_eps(mix, x_t, ab_t, scale)
     mean = ddpm_mean(np.asarray(x_t)[..., None], eps, ab_t, beta)
     return mean, np.full(mix.K, sigma**2)
 
 
-def ddim_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float, sigma: float):
-    """DDIM reverse kernel with the exact class-conditional eps and standard deviation ``sigma``: mean (..., K),
-    variance (K,). All classes share sigma, as in the DDPM kernel."""
-    eps = exact_eps(mix, x_t, ab_t)
+def ddim_kernel(mix: Mixture, x_t, ab_t: float, ab_s: float, sigma: float, scale: float = 1.0):
+    """DDIM reverse kernel with the exact class-conditional eps (guided with ``scale``) and standard deviation
+    ``sigma``: mean (..., K), variance (K,). All classes share sigma, as in the DDPM kernel."""
+    eps = guided_eps(mix, x_t, ab_t, scale)
     mean = ddim_mean(np.asarray(x_t)[..., None], eps, ab_t, ab_s, sigma)
     return mean, np.full(mix.K, sigma**2)
 
 
-def _step_kernel(mix: Mixture, chain: ReverseChain, kernel: str, i: int, x_t):
-    """Kernel of step i (from chain.times[i] to chain.times[i-1]) of the requested type."""
+def _step_kernel(mix: Mixture, chain: ReverseChain, kernel: str, i: int, x_t, guidance: Guidance | None = None):
+    """Kernel of step i (from chain.times[i] to chain.times[i-1]) of the requested type, guided if asked."""
     ab_t, ab_s = chain.alpha_bar[i], chain.alpha_bar[i - 1]
+    scale = 1.0 if guidance is None else guidance.scale_at(float(chain.times[i]))
     if kernel == "exact":
+        if scale != 1.0:
+            raise ValueError("guidance moves an eps-parameterised step: use kernel 'ddpm' or 'ddim'")
         return exact_kernel(mix, x_t, ab_t, ab_s)
     if kernel == "ddpm":
-        return ddpm_kernel(mix, x_t, ab_t, chain.beta[i - 1], chain.sigma[i - 1])
+        return ddpm_kernel(mix, x_t, ab_t, chain.beta[i - 1], chain.sigma[i - 1], scale)
     if kernel == "ddim":
         if chain.variance != "ddim":
             raise ValueError("kernel 'ddim' needs a chain from diffusion.ddim_chain (or sampler_chain), got a "
                              f"chain with variance {chain.variance!r}")
-        return ddim_kernel(mix, x_t, ab_t, ab_s, chain.sigma[i - 1])
+        return ddim_kernel(mix, x_t, ab_t, ab_s, chain.sigma[i - 1], scale)
     raise ValueError(f"kernel must be 'exact', 'ddpm' or 'ddim', got {kernel!r}")
 
 
-def sample_paths(mix: Mixture, chain: ReverseChain, labels, kernel: str, init: str, rng: np.random.Generator):
+def sample_paths(mix: Mixture, chain: ReverseChain, labels, kernel: str, init: str, rng: np.random.Generator,
+                 guidance: Guidance | None = None):
     """Draw reverse trajectories, each from the kernel of its own class.
 
-    labels  (N,) int class of each trajectory
-    kernel  'exact' or 'ddpm'
-    init    'prior': x_T ~ N(0, 1) and log P(c | x_T) = log pi (as for a learned model);
-            'exact': x_T ~ p(x_T | c) and log P(c | x_T) exact
+    labels    (N,) int class of each trajectory
+    kernel    'exact', 'ddpm' or 'ddim'
+    init      'prior': x_T ~ N(0, 1) and log P(c | x_T) = log pi (as for a learned model);
+              'exact': x_T ~ p(x_T | c) and log P(c | x_T) exact
+    guidance  classifier-free guidance of the 'ddpm' / 'ddim' steps (exact null eps)
     Returns x (N, S+1) on the ascending time grid and the initial log posterior (N, K).
     """
     labels = np.asarray(labels)
@@ -165,7 +189,7 @@ def sample_paths(mix: Mixture, chain: ReverseChain, labels, kernel: str, init: s
         raise ValueError(f"init must be 'prior' or 'exact', got {init!r}")
     rows = np.arange(n)
     for i in range(steps, 0, -1):
-        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i])
+        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i], guidance)
         x[:, i - 1] = mean[rows, labels] + np.sqrt(var[labels]) * rng.standard_normal(n)
     return x, log_init
 
@@ -175,22 +199,43 @@ def posterior_start(chain: ReverseChain, kernel: str) -> int:
     return 0 if kernel == "exact" else chain.posterior_start
 
 
-def path_log_likelihoods(mix: Mixture, chain: ReverseChain, x, kernel: str, start: int = 0):
+def path_log_likelihoods(mix: Mixture, chain: ReverseChain, x, kernel: str, start: int = 0,
+                         guidance: Guidance | None = None):
     """log p(x_{t_{i-1}} | x_{t_i}, c) of the steps i = start+1 … S of every path under every class.
 
     Returns shape (N, S - start, K), index j for the step from times[start+j+1] to times[start+j]; evaluated
-    with the same kernel, and so the same variance, that ``sample_paths`` drew the step with.
+    with the same kernel, and so the same variance, that ``sample_paths`` drew the step with. ``guidance``: the
+    guided kernels of every class (the guided posterior); without it on guided paths, the unguided model's.
     """
     x = np.asarray(x, dtype=np.float64)
     out = np.empty((x.shape[0], chain.steps - start, mix.K), dtype=np.float64)
     for i in range(chain.steps, start, -1):
-        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i])
+        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i], guidance)
         out[:, i - 1 - start] = log_normal(x[:, i - 1, None], mean, var)
     return out
 
 
+def path_ovr_increments(mix: Mixture, chain: ReverseChain, x, kernel: str = "ddpm", start: int = 0):
+    """One-vs-rest increments log N(x'; mu_c, s^2) - log N(x'; mu_null, s^2) of every class along the paths
+    (``seminfo.one_vs_rest``), with the exact null eps (Tweedie): the 'ddpm' or 'ddim' means, shape (N, S - start, K)."""
+    if kernel not in ("ddpm", "ddim"):
+        raise ValueError(f"one-vs-rest tracking needs an eps-parameterised kernel ('ddpm' or 'ddim'), got {kernel!r}")
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty((x.shape[0], chain.steps - start, mix.K), dtype=np.float64)
+    for i in range(chain.steps, start, -1):
+        ab_t, ab_s, sigma = chain.alpha_bar[i], chain.alpha_bar[i - 1], chain.sigma[i - 1]
+        eps = np.concatenate([exact_eps(mix, x[:, i], ab_t), exact_null_eps(mix, x[:, i], ab_t)[:, None]], axis=1)
+        if kernel == "ddpm":
+            mean = ddpm_mean(x[:, i, None], eps, ab_t, chain.beta[i - 1])
+        else:
+            mean = ddim_mean(x[:, i, None], eps, ab_t, ab_s, sigma)
+        ll = log_normal(x[:, i - 1, None], mean, sigma**2)
+        out[:, i - 1 - start] = ll[:, :-1] - ll[:, -1:]
+    return out
+
+
 def path_expected_entropies(mix: Mixture, chain: ReverseChain, x, kernel: str, labels, log_post, start: int = 0,
-                            partitions=()):
+                            partitions=(), guidance: Guidance | None = None):
     """Rao–Blackwellised step changes: E[h at grid j | path down to grid j+1] under each path's own kernel.
 
     ``log_post`` (N, G, K) is the online posterior on the grid times[start:] (``online_log_posterior`` of
@@ -205,7 +250,7 @@ def path_expected_entropies(mix: Mixture, chain: ReverseChain, x, kernel: str, l
     hz = np.empty((len(partitions), x.shape[0], G - 1))
     for i in range(chain.steps, start, -1):
         j = i - 1 - start
-        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i])
+        mean, var = _step_kernel(mix, chain, kernel, i, x[:, i], guidance)
         inc = rao_blackwell.mixture_increments(mean, var, labels, nodes)
         h[:, j], hz[:, :, j] = rao_blackwell.expected_entropies(log_post[:, j + 1], inc, weights, partitions)
     return h, hz

@@ -19,14 +19,16 @@ import numpy as np
 import torch
 import xarray as xr
 
-from .config import experiment_hash
+from .config import class_index, experiment_hash
+from .guidance import guidance_from_spec
 from .diffusion import sampler_chain
 from .io import InputError, atomic_path, open_checked, packing, provenance, write_netcdf
 from .models import adapter_record, is_pretrained, load_adapter, model_source
+from .one_vs_rest import binary_entropy_bits, clipped_posterior, ovr_log_posterior
 from .posterior import online_log_posterior
 from .rao_blackwell import shared_sigma_expected_entropies
 from .sampler import sample_trajectories
-from .stages import class_layout, concat_shards, resolve_partitions, trajectory_dataset
+from .stages import class_layout, concat_shards, model_posterior_variables, resolve_partitions, trajectory_dataset
 
 log = logging.getLogger(__name__)
 
@@ -99,54 +101,82 @@ def _checked_adapter(spec: dict, model_path, dev):
     return model
 
 
+def tracked_conditions(spec: dict, names: list[str]) -> list[int]:
+    """The model conditions that get trajectories: every one, or the one-vs-rest ``sampling.targets``."""
+    s = spec["sampling"]
+    if s.get("tracking") != "one_vs_rest" or not s.get("targets"):
+        return list(range(len(names)))
+    return [class_index(ref, names, f"sampling.targets[{j}]") for j, ref in enumerate(s["targets"])]
+
+
 def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) -> None:
-    """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample)."""
+    """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample).
+
+    Full tracking writes ``increment`` (traj, step, class) and the Gram matrices of the Rao-Blackwell estimate; with
+    guidance also ``model_increment``, the unguided model's; one-vs-rest tracking writes ``ovr_increment``
+    (traj, step), with ``class`` the tracked targets.
+    """
     s = spec["sampling"]
     dev = device()
     model = _checked_adapter(spec, model_path, dev)
     K, names = model.num_conditions, list(model.condition_names)
     chain = sampler_chain(model.schedule, s)
-    labels, members = class_layout(K, s["trajectories_per_class"])
-    idx = shard_indices(labels.size, s["shards"], shard)
-    log.info("shard %d/%d: %d trajectories x %d steps x %d classes on %s", shard, s["shards"], idx.size,
-             chain.steps, K, dev)
+    guidance, tracking = guidance_from_spec(s), s.get("tracking", "full")
+    ovr = tracking == "one_vs_rest"
+    targets = np.asarray(tracked_conditions(spec, names))
+    slots, members = class_layout(targets.size, s["trajectories_per_class"])
+    idx = shard_indices(slots.size, s["shards"], shard)
+    log.info("shard %d/%d: %d trajectories x %d steps, %d conditions, %s tracking%s on %s", shard, s["shards"],
+             idx.size, chain.steps, K, tracking, f", guidance {guidance.describe()}" if guidance else "", dev)
     stats = {}
-    out = sample_trajectories(model, chain, labels[idx], idx, s["seed"], eval_batch=s["batch_size"],
+    out = sample_trajectories(model, chain, targets[slots[idx]], idx, s["seed"], eval_batch=s["batch_size"],
                               examples=members[idx] < s["examples_per_class"], n_snapshots=s["snapshots"],
                               device=dev, prune_log_threshold=s.get("prune_log_threshold"),
-                              precision=s.get("precision", "fp32"), compile=s.get("compile", False), stats=stats)
-    log.info("%d network evaluations (%.1f %% of exact) in %.1f s, %.0f %% of it in the network",
+                              precision=s.get("precision", "fp32"), compile=s.get("compile", False),
+                              guidance=guidance, tracking=tracking, stats=stats)
+    log.info("%d network evaluations (%.1f %% of the exact plan) in %.1f s, %.0f %% of it in the network",
              stats["evaluations"], 100 * stats["evaluations"] / stats["exact_evaluations"], stats["seconds"],
              100 * stats["model_seconds"] / stats["seconds"])
     start = chain.posterior_start
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": model.schedule.T, "seed": s["seed"], "shard": shard, "shards": s["shards"],
-        "kernel": s.get("kernel", "ddpm"),
-    } | _ddim_attrs(s)
+        "kernel": s.get("kernel", "ddpm"), "tracking": tracking, "network_evaluations": int(stats["evaluations"]),
+    } | _ddim_attrs(s) | (guidance.describe() if guidance else {})
+    nat = "nat"
+    data = {
+        "label": ("traj", slots[idx]),
+        "member": ("traj", members[idx]),
+        "traj_index": ("traj", idx),
+        "prior": ("class", _start_prior(s, K, targets.size)),
+        "image": (("traj", "channel", "y", "x"), _decode(model, out.final, dev)),
+        "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), _decode(model, out.snapshots, dev),
+                         {"long_name": "predicted x0 along example trajectories", "units": "1"}),
+        "snapshot_time": ("snapshot", out.snapshot_times, {"long_name": "time of the snapshot", "units": "1"}),
+    }
+    if out.increments is not None:
+        data["increment"] = (("traj", "step", "class"), out.increments,
+                             {"long_name": "log-likelihood of the step taken under each class (up to a constant)"
+                              + (", guided kernels" if guidance else ""), "units": nat})
+    if out.gram is not None:
+        data["gram"] = (("traj", "step", "class", "class_b"), out.gram,
+                        {"long_name": "Gram matrix <delta_c, delta_d> of the step's mean differences "
+                                      "(Rao-Blackwell input)", "units": "1"})
+    if out.model_increments is not None:
+        data["model_increment"] = (("traj", "step", "class"), out.model_increments,
+                                   {"long_name": "log-likelihood of the step taken under each class's unguided "
+                                                 "kernel (up to a constant)", "units": nat})
+    if ovr:
+        data["ovr_increment"] = (("traj", "step"), out.ovr_increments[:, :, 0],
+                                 {"long_name": "log N(x'; mu_c) - log N(x'; mu_null) of the step, c the trajectory's "
+                                               "class", "units": nat})
     ds = xr.Dataset(
-        {
-            "increment": (("traj", "step", "class"), out.increments,
-                          {"long_name": "log-likelihood of the step taken under each class (up to a constant)",
-                           "units": "nat"}),
-            "label": ("traj", labels[idx]),
-            "member": ("traj", members[idx]),
-            "traj_index": ("traj", idx),
-            **({} if out.gram is None else {"gram": (
-                ("traj", "step", "class", "class_b"), out.gram,
-                {"long_name": "Gram matrix <delta_c, delta_d> of the step's mean differences (Rao-Blackwell input)",
-                 "units": "1"})}),
-            "prior": ("class", np.full(K, 1.0 / K)),
-            "image": (("traj", "channel", "y", "x"), _decode(model, out.final, dev)),
-            "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), _decode(model, out.snapshots, dev),
-                             {"long_name": "predicted x0 along example trajectories", "units": "1"}),
-            "snapshot_time": ("snapshot", out.snapshot_times, {"long_name": "time of the snapshot", "units": "1"}),
-        },
+        data,
         coords={
             "step": ("step", chain.times[start + 1:], {"long_name": "time the step starts from"}),
             "step_sigma": ("step", chain.sigma[start:], {"long_name": "standard deviation of the step", "units": "1"}),
             "time": chain.times[start:],
             "alpha_bar": ("time", chain.alpha_bar[start:]),
-            "class": np.asarray(names, dtype=str),
+            "class": np.asarray([names[k] for k in targets], dtype=str),
         },
         attrs=attrs,
     )
@@ -158,41 +188,95 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     log.info("wrote %s", output)
 
 
+def _start_prior(sampling: dict, K: int, n_tracked: int) -> np.ndarray:
+    """P(c | x_T) of the tracked classes: the uniform class prior 1/K, or 1/2 for one-vs-rest with ``half``."""
+    if sampling.get("tracking") == "one_vs_rest" and sampling.get("target_prior") == "half":
+        return np.full(n_tracked, 0.5)
+    return np.full(n_tracked, 1.0 / K)
+
+
 def shard_posterior(spec: dict, experiment: str, sample, output) -> None:
-    """Turn one shard's increments into P(c | x_t) and entropies (rule ddpm_posterior)."""
-    ds = open_checked(sample, experiment_hash(spec), required=("increment", "label", "prior"))
-    prior = ds["prior"].values
-    n = ds.sizes["traj"]
-    log_post = online_log_posterior(np.broadcast_to(np.log(prior), (n, prior.size)), ds["increment"].values)
-    names = list(ds["class"].values.astype(str))
-    partitions = resolve_partitions(spec, names)
-    expected = None
-    if "gram" in ds:
-        expected = shared_sigma_expected_entropies(log_post, ds["increment"].values, ds["gram"].values,
-                                                   ds["step_sigma"].values, spec["sampling"]["seed"],
-                                                   list(partitions.values()))
-    out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, ds["time"].values,
-                             ds["alpha_bar"].values, names, prior, partitions,
-                             spec["sampling"]["examples_per_class"], dict(ds.attrs), keep_posterior=True,
-                             expected=expected)
+    """Turn one shard's increments into P(c | x_t) and entropies (rule ddpm_posterior).
+
+    Full tracking: the online posterior of every trajectory (with guidance: over the guided kernels, and the unguided
+    model's as ``model_*``) and its Rao-Blackwellised curves; one-vs-rest: ``ovr_dataset``.
+    """
+    ds = open_checked(sample, experiment_hash(spec), required=("label", "prior"))
+    if "ovr_increment" in ds and "increment" not in ds:
+        out = ovr_dataset(ds, spec["sampling"]["examples_per_class"])
+    else:
+        if "increment" not in ds:
+            raise InputError(f"{sample}: lacks variables ['increment']")
+        prior = ds["prior"].values
+        log_start = np.broadcast_to(np.log(prior), (ds.sizes["traj"], prior.size))
+        log_post = online_log_posterior(log_start, ds["increment"].values)
+        names = list(ds["class"].values.astype(str))
+        partitions = resolve_partitions(spec, names)
+        expected = None
+        if "gram" in ds:
+            expected = shared_sigma_expected_entropies(log_post, ds["increment"].values, ds["gram"].values,
+                                                       ds["step_sigma"].values, spec["sampling"]["seed"],
+                                                       list(partitions.values()))
+        out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, ds["time"].values,
+                                 ds["alpha_bar"].values, names, prior, partitions,
+                                 spec["sampling"]["examples_per_class"], dict(ds.attrs), keep_posterior=True,
+                                 expected=expected)
+        if "model_increment" in ds:
+            out = out.assign(model_posterior_variables(online_log_posterior(log_start, ds["model_increment"].values),
+                                                       ds["label"].values, partitions))
     out = out.assign(traj_index=ds["traj_index"], filmstrip_x0=ds["filmstrip_x0"], snapshot_time=ds["snapshot_time"])
     write_netcdf(out, output)
     log.info("wrote %s", output)
 
 
+def ovr_dataset(ds: xr.Dataset, examples_per_class: int) -> xr.Dataset:
+    """Per-trajectory one-vs-rest quantities (``seminfo.one_vs_rest``) of a sample shard: P(c | x_t) of each
+    trajectory's class c, clipped at 1, its binary entropy, and the clipping diagnostics as attributes."""
+    labels, members = ds["label"].values, ds["member"].values
+    prior = ds["prior"].values
+    log_p = ovr_log_posterior(np.log(prior[labels]), ds["ovr_increment"].values)
+    p, clipped, excess = clipped_posterior(log_p)
+    examples = np.flatnonzero(members < examples_per_class)
+    what = "one-vs-rest P(c | x_t) of the trajectory's class c (an approximation exact as the step -> 0)"
+    attrs = dict(ds.attrs) | {"ovr_clipped_fraction": clipped, "ovr_max_log_excess": excess}
+    log.info("one-vs-rest: log P > 0 at %.3g of (trajectory, time) points, by at most %.3g nat (reported P = 1)",
+             clipped, excess)
+    return xr.Dataset(
+        {
+            "label": ("traj", labels),
+            "member": ("traj", members),
+            "prior": ("class", prior, {"long_name": "P(c | x_T) the one-vs-rest posterior starts from", "units": "1"}),
+            "entropy": (("traj", "time"), binary_entropy_bits(p).astype(np.float32),
+                        {"long_name": "binary entropy h(P(c | x_t)) of the trajectory's class against the rest",
+                         "units": "bit"}),
+            "posterior_true": (("traj", "time"), p.astype(np.float32), {"long_name": what, "units": "1"}),
+            "posterior_target": (("traj", "time"), p.astype(np.float32), {"long_name": what, "units": "1"}),
+            "example_posterior_target": (("example", "time"), p[examples], {"long_name": what, "units": "1"}),
+            "example_label": ("example", labels[examples]),
+        },
+        coords={"time": ds["time"].values, "alpha_bar": ("time", ds["alpha_bar"].values), "class": ds["class"].values},
+        attrs=attrs,
+    )
+
+
 def collect(spec: dict, experiment: str, posteriors, samples, trajectories_out, samples_out) -> None:
     """Write trajectories.nc (posterior per trajectory, time, class) and samples.nc (rule ddpm_collect)."""
     h = experiment_hash(spec)
-    traj = concat_shards([open_checked(p, h, required=("posterior",)) for p in posteriors])
+    traj = concat_shards([open_checked(p, h, required=("entropy", "label")) for p in posteriors])
     attrs = dict(traj.attrs)
     for key in ("shard",):
         attrs.pop(key, None)
+    if "posterior" in traj:
+        posterior = {"posterior": (("traj", "time", "class"), traj["posterior"].values,
+                                   {"long_name": "class posterior P(c | path)"
+                                    + (" over the guided kernels" if "guidance_scale" in attrs else ""), "units": "1"})}
+    else:  # one-vs-rest tracking
+        posterior = {"posterior_target": traj["posterior_target"].variable}
     trajectories = xr.Dataset(
         {
-            "posterior": (("traj", "time", "class"), traj["posterior"].values,
-                          {"long_name": "class posterior P(c | x_t)", "units": "1"}),
+            **posterior,
             "entropy": (("traj", "time"), traj["entropy"].values,
-                        {"long_name": "posterior entropy", "units": "bit"}),
+                        {"long_name": traj["entropy"].attrs.get("long_name", "posterior entropy"), "units": "bit"}),
             "label": ("traj", traj["label"].values, {"long_name": "generating class", "units": "1"}),
         },
         coords={"traj": traj["traj_index"].values, "time": traj["time"].values, "class": traj["class"].values},

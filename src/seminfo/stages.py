@@ -16,6 +16,7 @@ import xarray as xr
 from . import gmm, highdim
 from .bootstrap import RESAMPLES, SEED
 from .config import class_index, experiment_hash
+from .guidance import guidance_from_spec
 from .io import InputError, open_checked, provenance, write_netcdf
 from .posterior import entropy_bits, online_log_posterior, partition_log_posterior
 from .rao_blackwell import rao_blackwell_curves
@@ -109,6 +110,25 @@ def trajectory_dataset(log_post, labels, members, times, alpha_bar, names, prior
     return xr.Dataset(data, coords=coords, attrs=attrs)
 
 
+def model_posterior_variables(log_post, labels, partitions) -> dict:
+    """Per-trajectory variables of the unguided model's posterior along guided paths (``seminfo.guidance``): not
+    the posterior of the process that ran but a cross-entropy; float32 like ``trajectory_dataset``'s."""
+    labels = np.asarray(labels)
+    what = "unguided model's posterior along the guided path (a cross-entropy)"
+    out = {
+        "model_entropy": (("traj", "time"), entropy_bits(log_post).astype(np.float32),
+                          {"long_name": f"entropy of the {what}", "units": "bit"}),
+        "model_posterior_true": (("traj", "time"),
+                                 np.exp(log_post[np.arange(labels.size), :, labels]).astype(np.float32),
+                                 {"long_name": f"generating class's probability under the {what}", "units": "1"}),
+    }
+    if partitions:
+        hz = np.array([entropy_bits(partition_log_posterior(log_post, a, b)) for a, b in partitions.values()])
+        out["model_partition_entropy"] = (("partition", "traj", "time"), hz.astype(np.float32),
+                                          {"long_name": f"decision entropy of the {what}", "units": "bit"})
+    return out
+
+
 def class_layout(K: int, per_class: int):
     """Global trajectory order: class-major. Returns each trajectory's class and index within its class."""
     return np.repeat(np.arange(K), per_class), np.tile(np.arange(per_class), K)
@@ -149,8 +169,11 @@ def gmm_sample(spec: dict, experiment: str, output) -> None:
         paths = path_statistics_variables(mix, stats)
         attrs["dim"] = mix.dim
     else:
-        x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], rng)
+        guidance = guidance_from_spec(s)
+        x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], rng, guidance)
         paths = {"x": (("traj", "time"), x, {"long_name": "reverse trajectory x_t", "units": "1"})}
+        if guidance is not None:
+            attrs |= guidance.describe()
     ds = xr.Dataset(
         paths | {
             "label": ("traj", labels, {"long_name": "generating class", "units": "1"}),
@@ -201,7 +224,8 @@ def gmm_posterior(spec: dict, experiment: str, paths, output) -> None:
         exact = highdim.exact_log_posterior(mix, stats.proj[:, start:], stats.perp_sq[:, start:], alpha_bar)
     else:
         x = ds["x"].values
-        increments = gmm.path_log_likelihoods(mix, chain, x, s["kernel"], start)
+        guidance = guidance_from_spec(s)
+        increments = gmm.path_log_likelihoods(mix, chain, x, s["kernel"], start, guidance)
         exact = gmm.exact_log_posterior(mix, x[:, start:], alpha_bar)
     log_post = online_log_posterior(ds["log_posterior_init"].values, increments)
     max_err = float(np.abs(np.exp(log_post) - np.exp(exact)).max())
@@ -220,11 +244,17 @@ def gmm_posterior(spec: dict, experiment: str, paths, output) -> None:
         if expected is None:
             log.info("no Rao-Blackwellised rate: the classes' kernel variances differ (unequal stds, exact kernel)")
     else:
-        expected = gmm.path_expected_entropies(mix, chain, x, s["kernel"], ds["label"].values, log_post, start, sides)
+        expected = gmm.path_expected_entropies(mix, chain, x, s["kernel"], ds["label"].values, log_post, start, sides,
+                                               guidance)
     # d-dimensional paths are not stored, so the decisions study cannot replay them: keep every posterior (N, G, K).
     out = trajectory_dataset(log_post, ds["label"].values, ds["member"].values, times, alpha_bar, names, mix.weights,
                              partitions, s["examples_per_class"], attrs, keep_posterior=_is_highdim(mix),
                              expected=expected)
+    if not _is_highdim(mix) and guidance is not None:
+        # the unguided model's kernels on the guided paths: a cross-entropy (seminfo.guidance)
+        model_log_post = online_log_posterior(ds["log_posterior_init"].values,
+                                              gmm.path_log_likelihoods(mix, chain, x, s["kernel"], start))
+        out = out.assign(model_posterior_variables(model_log_post, ds["label"].values, partitions))
     write_netcdf(out, output)
     log.info("wrote %s", output)
 
@@ -267,6 +297,10 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
     log.info("profiles with %d-replicate bootstrap bands (seed %d) in %.2f s", resamples, seed,
              time.perf_counter() - start)
     ds.attrs["seed"] = spec["sampling"]["seed"]
+    if "model_entropy" in traj:
+        ds = ds.assign(model_profiles(traj, analysis["rate_smoothing"], resamples, seed))
+    if ds.attrs.get("tracking") == "one_vs_rest":
+        ds = one_vs_rest_profiles(ds, traj)
     if spec["kind"] == "gmm":
         from .speciation import mixture_eigenvalue, speciation_step
 
@@ -280,6 +314,43 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
                  "SE: the SEM, with the exact curve's own where it is Monte Carlo)", float(diff.max()), float(z.max()))
     write_netcdf(ds, summary)
     log.info("wrote %s", summary)
+
+
+MODEL_PROFILES = ("entropy", "entropy_sem", "entropy_rate", "posterior_true", "entropy_marginal",
+                  "entropy_marginal_rate", "mutual_information", "partition_entropy", "partition_entropy_rate")
+
+
+def model_profiles(traj: xr.Dataset, rate_smoothing: float, resamples: int, seed: int) -> dict:
+    """``model_*`` profiles of the unguided model's posterior along guided paths (``seminfo.guidance``), built like
+    the guided ones, bands included; a cross-entropy, said so in every long_name."""
+    plain = [v for v in ("entropy", "posterior_true", "partition_entropy", "entropy_rb", "partition_entropy_rb")
+             if v in traj]
+    renamed = {f"model_{v}": v for v in ("entropy", "posterior_true", "partition_entropy") if f"model_{v}" in traj}
+    profiles = build_summary(traj.drop_vars(plain).rename(renamed), rate_smoothing, None, resamples=resamples,
+                             seed=seed)
+    out = {}
+    for name in MODEL_PROFILES:
+        for v in (name, f"{name}_ci_low", f"{name}_ci_high"):
+            if v in profiles:
+                var = profiles[v].variable.copy()
+                var.attrs["long_name"] = f"{var.attrs['long_name']}: unguided model on the guided paths (cross-entropy)"
+                out[f"model_{v}"] = var
+    return out
+
+
+def one_vs_rest_profiles(ds: xr.Dataset, traj: xr.Dataset) -> xr.Dataset:
+    """Profiles of one-vs-rest tracking: per class the binary entropy h(P(c | x_t)) along class-c trajectories and its
+    rate; the marginal and mutual-information curves of full tracking do not apply and are dropped."""
+    drop = [v for v in ds.data_vars if v.startswith(("entropy_marginal", "mutual_information"))]
+    ds = ds.drop_vars(drop)
+    ds.attrs.pop("prior_entropy_bits", None)
+    ds["entropy"].attrs["long_name"] = "binary entropy h(P(c | x_t)) of class c against the rest, class-c trajectories"
+    for name in ("example_posterior_target", "example_label"):
+        if name in traj:
+            ds[name] = traj[name]
+    ds.attrs["note"] = ("one-vs-rest tracking: P(c | x_t) of each trajectory's class against the null model, exact "
+                        "only as the step -> 0 (seminfo.one_vs_rest)")
+    return ds
 
 
 # What summary.nc takes from each study file: its variables on these dimensions (not the per-trajectory ones),

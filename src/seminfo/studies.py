@@ -23,6 +23,7 @@ from . import decisions as dec
 from . import gmm, highdim, immse, plotting, speciation
 from .config import experiment_hash
 from .diffusion import x0_coefficients
+from .guidance import guidance_from_spec
 from .io import InputError, open_checked, provenance, write_netcdf
 from .models import is_pretrained, source_schedule
 from .posterior import LOG2, entropy_bits, online_log_posterior
@@ -238,13 +239,16 @@ def replay_gmm_posterior(spec: dict, stored: xr.Dataset, threshold: float, chunk
     times = stored["time"].values
     if not (np.array_equal(chain.times[start:], times) and np.array_equal(labels, stored["label"].values)):
         raise InputError("posterior.nc: its time grid or trajectory layout differs from the config's")
-    x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], np.random.default_rng(s["seed"]))
+    guidance = guidance_from_spec(s)
+    x, log_init = gmm.sample_paths(mix, chain, labels, s["kernel"], s["init"], np.random.default_rng(s["seed"]),
+                                   guidance)
     stored_h = stored["entropy"].values
     dt, final = np.empty(labels.size), np.empty(labels.size, dtype=np.int64)
     worst = 0.0
     for lo in range(0, labels.size, chunk):
         sl = slice(lo, lo + chunk)
-        log_post = online_log_posterior(log_init[sl], gmm.path_log_likelihoods(mix, chain, x[sl], s["kernel"], start))
+        log_post = online_log_posterior(log_init[sl], gmm.path_log_likelihoods(mix, chain, x[sl], s["kernel"], start,
+                                                                               guidance))
         worst = max(worst, float(np.abs(entropy_bits(log_post) - stored_h[sl]).max()))
         dt[sl], final[sl] = dec.decision_times(np.exp(log_post), times, threshold)
     log.info("replayed %d trajectories; max |entropy - stored| = %.2g bit", labels.size, worst)
@@ -445,7 +449,7 @@ def convergence_stage(spec: dict, experiment: str, output, options: dict, figure
     shape = (len(samplers), len(steps))
     H = np.full(shape + (mix.K, union.size), np.nan)
     H_sem = np.full_like(H, np.nan)
-    errors = {name: np.empty(shape) for name in ("max", "mean", "sem", "posterior")}
+    errors = {name: np.empty(shape) for name in ("max", "mean", "sem", "posterior", "deficit_max", "deficit_mean")}
     for (sampler, S), p in points.items():
         a, b = samplers.index(sampler), steps.index(S)
         cols = np.searchsorted(union, p.times)
@@ -453,6 +457,8 @@ def convergence_stage(spec: dict, experiment: str, output, options: dict, figure
         errors["max"][a, b], errors["mean"][a, b] = conv.entropy_errors(p.entropy, exact[:, cols])
         errors["sem"][a, b] = p.entropy_sem.max()
         errors["posterior"][a, b] = p.posterior_mean_abs_error
+        errors["deficit_max"][a, b], errors["deficit_mean"][a, b] = conv.marginal_deficits(
+            mix.weights @ p.entropy, mix.weights @ exact[:, cols])
         log.info("%s S = %d: max |H - H_exact| = %.3g bit (max SEM %.3g)", sampler, S, errors["max"][a, b],
                  errors["sem"][a, b])
     names = list(spec["mixture"].get("class_names") or [str(k) for k in range(mix.K)])
@@ -469,7 +475,25 @@ def convergence_stage(spec: dict, experiment: str, output, options: dict, figure
         "entropy_sem_max": _var(grid, errors["sem"], "largest standard error of the class entropy", "bit"),
         "posterior_mean_abs_error": _var(grid, errors["posterior"], "mean |P_online - P_exact|",
                                          "1"),
+        "entropy_marginal_deficit_max": _var(grid, errors["deficit_max"], "largest H_exact(c | x_t) - H(c | x_t) over "
+                                             "time", "bit"),
+        "entropy_marginal_deficit_mean": _var(grid, errors["deficit_mean"], "time average of H_exact(c | x_t) - "
+                                              "H(c | x_t)", "bit"),
     }
+    if options.get("one_vs_rest", True):
+        ovr = {S: conv.run_one_vs_rest_point(mix, schedule, S, per_class, [seed, len(conv.SAMPLERS), S], init)
+               for S in steps}
+        for S, point in ovr.items():
+            log.info("one-vs-rest S = %d: mean |P_ovr - P_exact| = %.3g (K-class tracker %.3g); clipped %.3g", S,
+                     point.ovr_error, point.full_error, point.clipped_fraction)
+        data |= {
+            "ovr_posterior_mean_abs_error": _var("steps", [ovr[S].ovr_error for S in steps], "mean |P(c | path) - "
+                                                 "P(c | x_t)| of one-vs-rest tracking (DDPM, exact eps and null)", "1"),
+            "ovr_full_posterior_mean_abs_error": _var("steps", [ovr[S].full_error for S in steps], "mean |P(c | path) "
+                                                      "- P(c | x_t)| of the K-class tracker, same trajectories", "1"),
+            "ovr_clipped_fraction": _var("steps", [ovr[S].clipped_fraction for S in steps], "share of points with "
+                                         "one-vs-rest log P > 0 (reported as P = 1)", "1"),
+        }
     coords = {
         "sampler": ("sampler", samplers, {"long_name": "sampler"}),
         "steps": ("steps", np.asarray(steps), {"long_name": "number of sampling steps S", "units": "1"}),

@@ -15,7 +15,7 @@ missing folder, component, class name or an unknown schedule stops the run befor
 
 from __future__ import annotations
 
-from ..config import ConfigError
+from ..config import ConfigError, check_guidance_and_tracking
 from ..stages import schedule_from_spec
 from .base import PREDICTIONS, VARIANCES, Adapter, NetworkAdapter
 from .folders import FolderError, fingerprint
@@ -86,6 +86,7 @@ def check_sources(config: dict) -> None:
             raise ConfigError(f"{key}.{err.key}: {err} (rule: model-folder)") from None
         s = spec["sampling"]
         T = plan["schedule"].T
+        check_guidance_and_tracking(spec, key, T, plan.get("names"), bool(plan["has_null"]))
         if model_source(spec) != "python" and s["steps"] > T:
             raise ConfigError(f"{key}.sampling.steps: {s['steps']} exceeds the model's T = {T} (rule: steps <= T)")
         if plan.get("variance") == "learned_range":

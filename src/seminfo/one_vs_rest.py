@@ -1,0 +1,67 @@
+"""One class against the rest: P(c | x_t) tracked with two network evaluations per step, whatever the number of classes.
+
+Along a trajectory, the exact update of one class's posterior needs the unconditional reverse kernel, a mixture:
+
+    log P(c | x_t') = log P(c | x_t) + log N(x_t'; mu_c, sigma^2 I) - log sum_j P(j | x_t) N(x_t'; mu_j, sigma^2 I).
+
+With a null (unconditional) condition the mixture is replaced by one Gaussian at the null model's mean mu_null
+(METHOD.md, "One class against the rest"; the 2026 follow-up, arXiv 2602.09651):
+
+    log P(c | x_t') ~ log P(c | x_t) + log N(x_t'; mu_c, sigma^2 I) - log N(x_t'; mu_null, sigma^2 I),
+
+which needs eps_c and eps_null only. If the null model is exact, eps_null = sum_j P(j | x_t) eps_j (Tweedie), so mu_null
+is the mixture's mean mu-bar and the replacement is exact only as the step -> 0.
+
+Leading error term. Write mu_j = mu-bar + d_j (sum_j P_j d_j = 0), x_t' - mu-bar = sigma z + d_own and M the covariance of
+the d_j under P(. | x_t), divided by sigma^2 (D x D, rank <= K - 1). The exact log normaliser minus the Gaussian one is
+log E_j[exp(<x_t' - mu-bar, d_j> / sigma^2 - |d_j|^2 / (2 sigma^2))] = (1/2)(z^T M z - tr M) + O(|d|^3 / sigma^3) when the
+cumulants are expanded, so per step
+
+    error = -(1/2)(z^T M z - tr M) - z^T M d_own / sigma - (1/2) d_own^T M d_own / sigma^2 + O(|d / sigma|^3).
+
+With a DDPM step d_j = b (eps_j - eps-bar), b ~ beta / sqrt(1 - alpha_bar) and sigma^2 ~ beta, so M = O(beta): the first
+term has mean zero and variance O(beta^2) per step, the second mean zero, the third is a bias O(beta^2). Summed over the
+S steps of a chain (sum of beta ~ const), the error of log P is a martingale of variance O(1 / S) plus a bias O(1 / S):
+it vanishes as S grows, at rate S^(-1/2) (measured on the mixtures by the convergence study). A learned null model
+adds its own error, eps_null - sum_j P_j eps_j, to mu_null.
+
+The recursion is not normalised over the classes, so log P may exceed 0 (P > 1) by the accumulated error; the
+posterior reported is min(P, 1), and how often and by how much it was clipped is recorded.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .posterior import LOG2
+
+__all__ = ["ovr_log_posterior", "binary_entropy_bits", "clipped_posterior"]
+
+
+def ovr_log_posterior(log_start, increments):
+    """log P(c | x_t) on the ascending grid from the one-vs-rest increments of each step.
+
+    log_start   (N,)      log P(c | x_T): the class prior, or log 1/2
+    increments  (N, S')   log N(x_t'; mu_c) - log N(x_t'; mu_null) of the steps, index j for grid j+1 -> j
+    returns     (N, S'+1) unclipped (may exceed 0; see the module docstring)
+    """
+    inc = np.asarray(increments, dtype=np.float64)
+    out = np.empty((inc.shape[0], inc.shape[1] + 1))
+    out[:, -1] = np.asarray(log_start, dtype=np.float64)
+    out[:, :-1] = out[:, -1:] + np.cumsum(inc[:, ::-1], axis=1)[:, ::-1]
+    return out
+
+
+def clipped_posterior(log_p):
+    """min(P, 1) and the share of entries whose log P exceeded 0, with the largest excess (nat)."""
+    log_p = np.asarray(log_p, dtype=np.float64)
+    excess = np.maximum(log_p, 0.0)
+    return np.exp(np.minimum(log_p, 0.0)), float((excess > 0).mean()), float(excess.max())
+
+
+def binary_entropy_bits(p):
+    """h(p) = -p log2 p - (1 - p) log2(1 - p), 0 at p in {0, 1}."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log1p(-p), 0.0))
+    return h / LOG2
