@@ -15,8 +15,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "load_schema", "validate_config", "class_index", "experiment_hash", "class_names",
+__all__ = ["STUDY_SECTIONS", "ConfigError", "load_schema", "validate_config", "class_index", "experiment_hash", "class_names",
            "pretrained_source", "PRETRAINED_SOURCES"]
+
+
+# Optional per-experiment sections of the studies: they never change what sampling produces (nor the config hash).
+STUDY_SECTIONS = ("immse", "convergence", "speciation", "guidance_study")
 
 
 class ConfigError(ValueError):
@@ -314,6 +318,12 @@ def check_guidance_and_tracking(spec: dict, key: str, T: int, names: list[str] |
     for name in ("targets", "target_prior"):
         if name in s and not ovr:
             raise ConfigError(f"{key}.sampling.{name}: applies to tracking one_vs_rest only (rule: unused-key)")
+    if "guidance_study" in spec:
+        if not has_null:
+            raise ConfigError(f"{key}.guidance_study: needs a model with a null (unconditional) condition "
+                              "(rule: null-condition)")
+        if spec["guidance_study"].get("steps", 2) > T:
+            raise ConfigError(f"{key}.guidance_study.steps: exceeds T = {T} (rule: steps <= T)")
     if ovr:
         if spec.get("partitions"):
             raise ConfigError(f"{key}.partitions: binary decisions need the K-class posterior; one-vs-rest tracking "
@@ -364,7 +374,7 @@ def experiment_hash(spec: dict) -> str:
 
     Intermediate files carry it, so that a stage can refuse files made for another configuration.
     """
-    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots", "immse", "convergence", "speciation")}
+    core = {k: v for k, v in spec.items() if k not in ("analysis", "plots") + STUDY_SECTIONS}
     blob = json.dumps(core, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -32,7 +32,8 @@ from .stages import class_layout, concat_shards, model_posterior_variables, reso
 
 log = logging.getLogger(__name__)
 
-__all__ = ["device", "shard_indices", "model_check", "sample_shard", "shard_posterior", "collect", "STATE_DIMS"]
+__all__ = ["device", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions", "model_check",
+           "sample_shard", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
 
 STATE_DIMS = ("state_channel", "state_y", "state_x")
 
@@ -58,7 +59,7 @@ def _ddim_attrs(sampling: dict) -> dict:
 
 
 @torch.no_grad()
-def _decode(model, states: np.ndarray, dev, batch: int = 64) -> np.ndarray:
+def decode_states(model, states: np.ndarray, dev, batch: int = 64) -> np.ndarray:
     """States (..., *state_shape) -> images (..., C, H, W) in [0, 1] through the adapter's decode, float32."""
     lead = states.shape[:-len(model.state_shape)]
     flat = torch.from_numpy(np.ascontiguousarray(states)).reshape(-1, *model.state_shape)
@@ -87,7 +88,7 @@ def model_check(spec: dict, experiment: str, output) -> None:
     log.info("wrote %s", output)
 
 
-def _checked_adapter(spec: dict, model_path, dev):
+def checked_adapter(spec: dict, model_path, dev):
     """The experiment's adapter; for a pretrained model also checked against its adapter.json (``model_path``)."""
     model = load_adapter(spec, model_path, dev)
     if is_pretrained(spec):
@@ -118,7 +119,7 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     """
     s = spec["sampling"]
     dev = device()
-    model = _checked_adapter(spec, model_path, dev)
+    model = checked_adapter(spec, model_path, dev)
     K, names = model.num_conditions, list(model.condition_names)
     chain = sampler_chain(model.schedule, s)
     guidance, tracking = guidance_from_spec(s), s.get("tracking", "full")
@@ -148,8 +149,8 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         "member": ("traj", members[idx]),
         "traj_index": ("traj", idx),
         "prior": ("class", _start_prior(s, K, targets.size)),
-        "image": (("traj", "channel", "y", "x"), _decode(model, out.final, dev)),
-        "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), _decode(model, out.snapshots, dev),
+        "image": (("traj", "channel", "y", "x"), decode_states(model, out.final, dev)),
+        "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), decode_states(model, out.snapshots, dev),
                          {"long_name": "predicted x0 along example trajectories", "units": "1"}),
         "snapshot_time": ("snapshot", out.snapshot_times, {"long_name": "time of the snapshot", "units": "1"}),
     }

@@ -295,9 +295,19 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
             dt, final = replay_gmm_posterior(spec, traj, threshold)
             origin = "trajectories regenerated from the config, checked against posterior.nc entropies"
     else:
-        traj = open_checked(source, h, required=("posterior", "entropy", "label"))
-        dt, final = dec.decision_times(traj["posterior"].values, traj["time"].values, threshold)
-        origin = "posterior of every trajectory, from trajectories.nc"
+        traj = open_checked(source, h, required=("entropy", "label"))
+        if "posterior_target" in traj:
+            # one-vs-rest: decided for its class once P(c | x_t) stays above the threshold; the final "MAP class" is
+            # the trajectory's class when P(c | x_t) > 1/2 at the end, else none (-1: the rest)
+            p = traj["posterior_target"].values
+            dt, final_binary = dec.decision_times(np.stack([p, 1.0 - p], axis=-1), traj["time"].values, threshold)
+            final = np.where(final_binary == 0, traj["label"].values, -1)
+            origin = "one-vs-rest P(c | x_t) of every trajectory's class, from trajectories.nc"
+        else:
+            if "posterior" not in traj:
+                raise InputError(f"{source}: lacks variables ['posterior']")
+            dt, final = dec.decision_times(traj["posterior"].values, traj["time"].values, threshold)
+            origin = "posterior of every trajectory, from trajectories.nc"
     if not np.array_equal(traj["time"].values, times):
         raise InputError(f"{source}: its time grid differs from {summary}'s")
     labels = traj["label"].values

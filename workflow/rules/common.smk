@@ -2,7 +2,7 @@
 # stops every command (including dry runs) with one message before any job is scheduled.
 import sys
 
-from seminfo.config import ConfigError, experiment_hash, load_schema, validate_config
+from seminfo.config import STUDY_SECTIONS, ConfigError, experiment_hash, load_schema, validate_config
 from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -27,8 +27,7 @@ def spec(experiment):
 
 def core_spec(experiment):
     """What sampling depends on: changing analysis or plotting options must not resample."""
-    studies = ("immse", "convergence", "speciation")
-    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots") + studies}
+    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots") + STUDY_SECTIONS}
 
 
 def train_spec(experiment):
@@ -38,7 +37,7 @@ def train_spec(experiment):
 
 def analysis_spec(experiment):
     """What the posterior and aggregation stages depend on (plotting options excluded)."""
-    return {k: v for k, v in spec(experiment).items() if k not in ("plots", "immse", "convergence", "speciation")}
+    return {k: v for k, v in spec(experiment).items() if k not in ("plots",) + STUDY_SECTIONS}
 
 
 def experiments_of(kind):
@@ -56,8 +55,9 @@ def pretrained_experiments():
 
 
 def digits_experiments():
-    """DDPM experiments on the bundled digits: they get an independent sample-quality check."""
-    return [name for name in own_experiments() if spec(name)["data"]["name"] == "digits"]
+    """DDPM experiments on the bundled digits with full tracking: they get an independent sample-quality check."""
+    return [name for name in own_experiments() if spec(name)["data"]["name"] == "digits"
+            and spec(name)["sampling"].get("tracking", "full") == "full"]
 
 
 def model_file(w):

@@ -121,3 +121,32 @@ rule speciation:
         "../envs/seminfo.yaml"
     script:
         "../scripts/speciation.py"
+
+
+rule guidance:
+    input:
+        model=model_file,
+    output:
+        data=f"{RESULTS}/{{experiment}}/guidance.nc",
+        figure=report(
+            f"{RESULTS}/{{experiment}}/figures/guidance.png",
+            category="{experiment}",
+            caption="../report/guidance.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/guidance.log",
+    benchmark:
+        f"{RESULTS}/{{experiment}}/benchmarks/guidance.tsv"
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+        options=lambda w: study_options(w.experiment, "guidance_study"),
+        plots=lambda w: spec(w.experiment)["plots"],
+    threads: ALL_CORES
+    resources:
+        gpu=1,
+    wildcard_constraints:
+        experiment="|".join(guidance_experiments()) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/guidance.py"

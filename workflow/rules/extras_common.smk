@@ -34,6 +34,12 @@ def speciation_experiments():
             if "speciation" in spec(name) and study_options(name, "speciation")["enable"]]
 
 
+def guidance_experiments():
+    """Network experiments whose config has a guidance_study: section (validated: the model has a null condition)."""
+    return [name for name in experiments_of("ddpm")
+            if "guidance_study" in spec(name) and study_options(name, "guidance_study")["enable"]]
+
+
 def extra_targets():
     """The study files and figures of the experiments named by ``run:`` (default: all experiments)."""
     out = []
@@ -42,6 +48,7 @@ def extra_targets():
         studies += ["immse"] if name in immse_experiments() else []
         studies += ["convergence"] if name in convergence_experiments() else []
         studies += ["speciation"] if name in speciation_experiments() else []
+        studies += ["guidance"] if name in guidance_experiments() else []
         for study in studies:
             out += [f"{RESULTS}/{name}/{study}.nc", f"{RESULTS}/{name}/figures/{study}.png"]
     return out

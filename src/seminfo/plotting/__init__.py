@@ -22,6 +22,7 @@ import pathlib
 
 import xarray as xr
 
+from .guidance import plot_guidance
 from .images import plot_filmstrip, plot_sample_grid
 from .profiles import plot_entropy, plot_entropy_rate, plot_examples, plot_partitions, plot_rate_heatmap
 from .style import _save_atomic, class_colors, logger, save_figure
@@ -40,6 +41,7 @@ __all__ = [
     "plot_immse",
     "plot_decisions",
     "plot_convergence",
+    "plot_guidance",
     "plot_speciation",
     "save_figure",
     "write_figures",

@@ -249,12 +249,26 @@ def plot_partitions(ds: xr.Dataset) -> Figure | None:
 
 @_styled
 def plot_examples(ds: xr.Dataset, max_examples: int = 12) -> Figure | None:
-    """Small multiples of P(c|x_t) along single trajectories, as stacked areas in class colours."""
-    if "example_posterior" not in ds:
+    """Small multiples of P(c|x_t) along single trajectories, as stacked areas in class colours.
+
+    One-vs-rest tracking (``example_posterior_target``): the tracked class's P(c | x_t) in its colour, the rest grey.
+    """
+    ovr = "example_posterior_target" in ds
+    if "example_posterior" not in ds and not ovr:
         return None
     labels, colors, t = _class_labels(ds), class_colors(ds.sizes["class"]), _t(ds)
-    post = _values(ds["example_posterior"], "example", "time", "class")[:max_examples]
     gen = ds["example_label"].values if "example_label" in ds else None
+    if ovr:
+        p = _values(ds["example_posterior_target"], "example", "time")[:max_examples]
+        post = np.zeros(p.shape + (len(labels) + 1,))
+        post[np.arange(p.shape[0]), :, np.asarray(gen[:max_examples], dtype=int)] = p
+        post[..., -1] = 1.0 - p
+        area_colors = list(colors) + ["0.85"]
+        label_var = ds["example_posterior_target"]
+    else:
+        post = _values(ds["example_posterior"], "example", "time", "class")[:max_examples]
+        area_colors = colors
+        label_var = ds["example_posterior"]
     n = post.shape[0]
     ncols = min(n, 4)
     nrows = -(-n // ncols)
@@ -265,7 +279,7 @@ def plot_examples(ds: xr.Dataset, max_examples: int = 12) -> Figure | None:
             fig.delaxes(ax)
             continue
         ax.grid(False)
-        ax.stackplot(t, np.nan_to_num(post[e].T), colors=colors, lw=0)
+        ax.stackplot(t, np.nan_to_num(post[e].T), colors=area_colors, lw=0)
         ax.set_xlim(0.0, 1.0)
         ax.set_ylim(0.0, 1.0)
         ax.set_yticks([0, 0.5, 1])
@@ -278,8 +292,10 @@ def plot_examples(ds: xr.Dataset, max_examples: int = 12) -> Figure | None:
         else:
             ax.set_title(f"example {e}", pad=3)
     fig.supxlabel("normalised time t/T   (generation runs from t = 1, noise, to t = 0, data)", fontsize=8)
-    fig.supylabel(_label(ds["example_posterior"], "class posterior P(c | x_t)"), fontsize=9)
+    fig.supylabel(_label(label_var, "class posterior P(c | x_t)"), fontsize=9)
     handles = [Patch(color=c, label=lab) for lab, c in zip(labels, colors)]
+    if ovr:
+        handles.append(Patch(color="0.85", label="rest (one-vs-rest)"))
     _outside_legend(fig, handles, title="class")
     return fig
 

@@ -148,6 +148,9 @@ def _band_handle(label: str) -> Patch:
 
 
 def _max_entropy(ds: xr.Dataset) -> float:
+    """log2 K, or one bit for the binary entropies of one-vs-rest tracking."""
+    if ds.attrs.get("tracking") == "one_vs_rest":
+        return 1.0
     return float(np.log2(ds.sizes["class"]))
 
 
