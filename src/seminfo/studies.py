@@ -428,11 +428,17 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
 # --- convergence ----------------------------------------------------------------------------------------
 
 
-def convergence_stage(spec: dict, experiment: str, output, options: dict, figure=None, dpi: int = 150) -> None:
+def convergence_stage(spec: dict, experiment: str, output, options: dict, figure=None, dpi: int = 150,
+                      model_path=None) -> None:
     """Entropy curves of several samplers at several step counts against the exact curve → convergence.nc.
 
-    1-D mixtures only; the workflow does not run it for experiments with ``mixture.dim``.
+    1-D mixtures; the workflow does not run it for experiments with ``mixture.dim``. A network model (``model_path``
+    its checkpoint or adapter.json): ``seminfo.network_convergence``, against its finest step count.
     """
+    if spec["kind"] == "ddpm":
+        from .network_convergence import network_convergence_stage
+
+        return network_convergence_stage(spec, experiment, model_path, output, options, figure, dpi)
     if "dim" in spec["mixture"]:
         raise InputError("the step-convergence study is for 1-D mixtures only (this experiment sets mixture.dim)")
     mix = mixture_from_spec(spec)

@@ -76,6 +76,8 @@ rule summarize:
 
 
 rule convergence:
+    input:
+        unpack(convergence_inputs),
     output:
         data=f"{RESULTS}/{{experiment}}/convergence.nc",
         figure=report(
@@ -91,6 +93,9 @@ rule convergence:
         spec=lambda w: core_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "convergence"),
         plots=lambda w: spec(w.experiment)["plots"],
+    threads: lambda w: ALL_CORES if spec(w.experiment)["kind"] == "ddpm" else 1
+    resources:
+        gpu=lambda w: int(spec(w.experiment)["kind"] == "ddpm"),
     wildcard_constraints:
         experiment="|".join(convergence_experiments()) or "^$",
     conda:

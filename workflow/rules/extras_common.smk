@@ -8,7 +8,7 @@ STUDY_SCHEMA = load_schema(SCHEMA)
 def study_options(experiment, section):
     """An optional study section of an experiment with its schema defaults (also when the section is absent)."""
     s = spec(experiment)
-    definition = f"immse_{s['kind']}" if section == "immse" else section
+    definition = f"{section}_{s['kind']}" if section in ("immse", "convergence") else section
     return section_options(s.get(section), STUDY_SCHEMA, definition)
 
 
@@ -23,9 +23,17 @@ def immse_experiments():
 
 
 def convergence_experiments():
-    """1-D mixtures only: experiments with mixture.dim are skipped (their gmm_sample log says so)."""
-    return [name for name in experiments_of("gmm")
-            if "dim" not in spec(name)["mixture"] and study_options(name, "convergence")["enable"]]
+    """1-D mixtures (on unless disabled; mixture.dim experiments are skipped, their gmm_sample log says so) and
+    network models whose config has a convergence: section (S up to 1000 costs many network evaluations)."""
+    mixtures = [name for name in experiments_of("gmm")
+                if "dim" not in spec(name)["mixture"] and study_options(name, "convergence")["enable"]]
+    networks = [name for name in experiments_of("ddpm")
+                if "convergence" in spec(name) and study_options(name, "convergence")["enable"]]
+    return mixtures + networks
+
+
+def convergence_inputs(w):
+    return {"model": model_file(w)} if spec(w.experiment)["kind"] == "ddpm" else {}
 
 
 def speciation_experiments():

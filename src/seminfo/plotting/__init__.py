@@ -26,7 +26,7 @@ from .guidance import plot_guidance
 from .images import plot_filmstrip, plot_sample_grid
 from .profiles import plot_entropy, plot_entropy_rate, plot_examples, plot_partitions, plot_rate_heatmap
 from .style import _save_atomic, class_colors, logger, save_figure
-from .studies import plot_convergence, plot_decisions, plot_immse, plot_speciation
+from .studies import plot_convergence, plot_decisions, plot_immse, plot_network_convergence, plot_speciation
 
 __all__ = [
     "FIGURE_NAMES",
@@ -42,6 +42,7 @@ __all__ = [
     "plot_decisions",
     "plot_convergence",
     "plot_guidance",
+    "plot_network_convergence",
     "plot_speciation",
     "save_figure",
     "write_figures",

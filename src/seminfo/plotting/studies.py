@@ -356,3 +356,33 @@ def plot_speciation(ds: xr.Dataset) -> Figure:
     handles += ax_w.get_legend_handles_labels()[0]
     _outside_legend(fig, handles)
     return fig
+
+
+@_styled
+def plot_network_convergence(conv: xr.Dataset) -> Figure:
+    """A network model's step convergence: H(c | path) at every S (the finest dashed), and each S's difference to the
+    finest with ± 2 SE. Lines carry gids ``S=<S>`` and ``bias:S=<S>``."""
+    steps = [int(S) for S in conv["steps"].values]
+    t = np.asarray(conv["t"].values, dtype=float)
+    colors = [mpl.colormaps["viridis"](x) for x in np.linspace(0.0, 0.85, len(steps))]
+    fig = Figure(figsize=(9.6, 3.5), layout="constrained")
+    ax, ax_b = fig.subplots(1, 2)
+    for b, (S, c) in enumerate(zip(steps, colors)):
+        h = conv["entropy_marginal"].values[b]
+        ok = np.isfinite(h)
+        style = dict(_EXACT, color="k") if b == len(steps) - 1 else {"color": c, "lw": 1.2}
+        ax.plot(t[ok], h[ok], gid=f"S={S}", **style)
+        if b < len(steps) - 1:
+            d, se = conv["bias_vs_finest"].values[b], conv["bias_vs_finest_se"].values[b]
+            ok = np.isfinite(d)
+            ax_b.fill_between(t[ok], d[ok] - 2 * se[ok], d[ok] + 2 * se[ok], color=c, alpha=_BAND_ALPHA, lw=0)
+            ax_b.plot(t[ok], d[ok], color=c, lw=1.2, gid=f"bias:S={S}")
+    ax.set_ylabel(_label(conv["entropy_marginal"], wrap=True))
+    ax_b.axhline(0.0, color="0.6", lw=0.8)
+    ax_b.set_ylabel(f"H(c | path) − that at S = {steps[-1]}\n[bit] (± 2 SE)")
+    for a in (ax, ax_b):
+        _time_axis(a)
+    handles = [Line2D([], [], color=c, lw=1.6, label=f"S = {S}") for c, S in zip(colors[:-1], steps[:-1])]
+    handles.append(Line2D([], [], color="k", label=f"S = {steps[-1]} (reference)", **_EXACT))
+    _outside_legend(fig, handles)
+    return fig
