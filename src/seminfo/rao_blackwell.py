@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.special import ndtri
-from scipy.stats import qmc
 
 from .posterior import LOG2
 from .pruning import PRUNED
@@ -67,6 +66,8 @@ def normal_points(dim: int, seed, tensor_max_rank: int = 2) -> tuple[np.ndarray,
         for _ in range(dim):
             wgrid = np.multiply.outer(wgrid, weights)
         return np.stack([g.ravel() for g in grids], axis=1), wgrid.ravel()
+    from scipy.stats import qmc  # imported here: scipy.stats is slow to import, and most runs need no Sobol points
+
     u = qmc.Sobol(dim, scramble=True, seed=np.random.default_rng(seed)).random_base2(QMC_POINTS_LOG2)
     u = np.clip(u, 1e-12, 1.0 - 1e-12)
     return ndtri(u), np.full(u.shape[0], 1.0 / u.shape[0])

@@ -21,11 +21,10 @@ import xarray as xr
 from . import convergence as conv
 from . import decisions as dec
 from . import gmm, highdim, immse, plotting, speciation
-from .config import experiment_hash
+from .config import experiment_hash, pretrained_source
 from .diffusion import x0_coefficients
 from .guidance import guidance_from_spec
 from .io import InputError, open_checked, provenance, write_netcdf
-from .models import is_pretrained, source_schedule
 from .posterior import LOG2, entropy_bits, online_log_posterior
 from .stages import class_layout, mixture_from_spec, schedule_from_spec
 from .summary import entropy_rate
@@ -36,6 +35,20 @@ __all__ = ["section_options", "immse_stage", "decisions_stage", "convergence_sta
            "replay_gmm_posterior"]
 
 AGREEMENT_BITS = 0.1  # the issue's tolerance between the I-MMSE and the trajectory estimate on learned models
+
+
+def is_pretrained(spec: dict) -> bool:
+    return pretrained_source(spec) is not None
+
+
+def source_schedule(spec: dict):
+    """The experiment's forward process (``seminfo.models.source_schedule``; imported here only when needed, as the
+    model adapters import torch)."""
+    if not is_pretrained(spec):
+        return schedule_from_spec(spec)
+    from .models import source_schedule as from_folder
+
+    return from_folder(spec)
 
 
 def section_options(section: dict | None, schema: dict, definition: str) -> dict:

@@ -39,10 +39,13 @@ def run(smk, stage, **kwargs):
     if log_path:
         sys.stderr = open(log_path, "a", buffering=1)
     log = logging.getLogger("seminfo.workflow")
+    threads = max(1, int(smk.threads))
+    if "torch" in sys.modules:  # imported by the stage's module; jobs that need no network never import it
+        sys.modules["torch"].set_num_threads(threads)
     try:
-        import torch
+        from threadpoolctl import threadpool_limits
 
-        torch.set_num_threads(max(1, int(smk.threads)))
+        threadpool_limits(threads)  # numpy's BLAS too, so that jobs running side by side share the cores
     except ImportError:  # pragma: no cover
         pass
     log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
