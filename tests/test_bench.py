@@ -53,6 +53,9 @@ def test_benchmark_prints_one_json_line_last(decisive_unet, monkeypatch, capsys)
     assert result["speedup_vs_naive"] == pytest.approx(result["evals_per_s"] / result["naive_evals_per_s"], rel=1e-4)
     assert result["entropy_max_abs_diff_bits"] <= result["pruning_entropy_bound_bits"] + 1e-3
     assert result["naive_entropy_max_abs_diff_bits"] < 1e-3
+    # one-vs-rest on the same work: 2 evaluations per step (1 on the noiseless last one) instead of K = 4
+    assert result["ovr_evaluations"] == 8 * (2 * 5 + 1) and result["full_evaluations"] == 8 * (4 * 5 + 1)
+    assert result["ovr_performed_evals_per_s"] > 0 and result["ovr_speedup_vs_full"] > 0
 
 
 def test_rss_probe_runs_in_a_fresh_process():

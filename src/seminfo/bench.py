@@ -4,6 +4,8 @@ In one process, on the same trajectories (same labels, indices and seeds), it ti
 
 - the fast path: ``seminfo.sampler.sample_trajectories`` with the chosen precision, pruning and compile;
 - the fp32 reference: the same loop, exact (no pruning) and fp32, whose entropy curves are the yardstick;
+- one-vs-rest tracking (``tracking="one_vs_rest"``, eager fp32): 2 evaluations per step instead of K, on the same
+  trajectories (their evaluation count and rate against full tracking);
 - the naive loop a user would write: one eager fp32 forward per class per step at the same trajectory
   batch, the mean as in diffusers' ``DDPMScheduler.step`` (x0 prediction, then the posterior-mean
   coefficients), ``torch.distributions.Normal`` log-probabilities, no pruning. It draws its noise from
@@ -266,10 +268,12 @@ def run_benchmark(args, device: torch.device) -> dict:
     naive_sample(naive_model, short, labels, indices, args.seed, K, device)
     log.info("warm-up (compilation included) %.1f s", compile_seconds)
 
-    runs = {"fast": [], "exact": [], "naive": []}
+    runs = {"fast": [], "exact": [], "naive": [], "ovr": []}
+    ovr_opts = dict(exact_opts, tracking="one_vs_rest")
+    fast(ovr_opts, chain=short)
     for r in range(args.repeats):
-        order = ["fast", "exact", "naive"]
-        order = order[r % 3:] + order[:r % 3]  # rotate, so slow drifts of the machine's load average out
+        order = ["fast", "exact", "naive", "ovr"]
+        order = order[r % 4:] + order[:r % 4]  # rotate, so slow drifts of the machine's load average out
         for name in order:
             sync(device)
             if name == "naive":
@@ -277,13 +281,15 @@ def run_benchmark(args, device: torch.device) -> dict:
                 runs[name].append({"seconds": seconds, "entropy": out})
             else:
                 stats = {}
-                out, _ = timed(lambda: fast(fast_opts if name == "fast" else exact_opts, stats))
+                opts = {"fast": fast_opts, "exact": exact_opts, "ovr": ovr_opts}[name]
+                out, _ = timed(lambda: fast(opts, stats))
                 runs[name].append({**stats, "increments": out.increments})
             log.info("repeat %d %s: %.2f s", r, name, runs[name][-1]["seconds"])
 
     nominal = args.trajectories * K * args.steps  # what the naive loop evaluates
     med = lambda name, key: float(np.median([run[key] for run in runs[name]]))  # noqa: E731
     fast_s, exact_s, naive_s = med("fast", "seconds"), med("exact", "seconds"), med("naive", "seconds")
+    ovr_s = med("ovr", "seconds")
     performed = runs["fast"][0]["evaluations"]
     H_fast = class_entropy(runs["fast"][0]["increments"], labels, K)
     H_ref = class_entropy(runs["exact"][0]["increments"], labels, K)
@@ -323,6 +329,13 @@ def run_benchmark(args, device: torch.device) -> dict:
         "entropy_max_abs_diff_bits": float(np.abs(H_fast - H_ref).max()),
         "entropy_gate_passed": bool(np.abs(H_fast - H_ref).max() <= GATE_BITS),
         "naive_entropy_max_abs_diff_bits": float(np.abs(H_naive - H_ref).max()),
+        # one-vs-rest tracking (2 evaluations per step: own class and null) on the same trajectories, eager fp32,
+        # against the exact full-tracking path (K evaluations per step)
+        "ovr_evaluations": runs["ovr"][0]["evaluations"],
+        "full_evaluations": runs["exact"][0]["evaluations"],
+        "ovr_evaluation_ratio": runs["ovr"][0]["evaluations"] / runs["exact"][0]["evaluations"],
+        "ovr_performed_evals_per_s": runs["ovr"][0]["evaluations"] / ovr_s,
+        "ovr_speedup_vs_full": exact_s / ovr_s,
         "warmup_seconds": compile_seconds,
     }
     if args.prune_log_threshold is not None:
