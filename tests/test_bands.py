@@ -119,8 +119,10 @@ def test_rao_blackwellised_rates_and_their_bands():
     a = build_summary(base, 1.0, resamples=300, seed=2)
     b = build_summary(with_rb, 1.0, resamples=300, seed=2)
     assert not set(RB_RATES) & set(a.data_vars)
-    assert set(b.attrs) - set(a.attrs) == {"rate_estimator_rb"}
-    xr.testing.assert_identical(a.assign_attrs(rate_estimator_rb=b.attrs["rate_estimator_rb"]), b[list(a.data_vars)])
+    added = {"rate_estimator_rb", "entropy_marginal_rate_rb_variance_ratio"}
+    assert set(b.attrs) - set(a.attrs) == added
+    xr.testing.assert_identical(a.assign_attrs({k: b.attrs[k] for k in added}), b[list(a.data_vars)])
+    assert b["entropy_rate_rb_variance_ratio"].dims == ("class",) and np.all(b["entropy_rate_rb_variance_ratio"] > 1)
     means = np.stack([smooth[labels == k].mean(0) for k in range(3)])
     np.testing.assert_allclose(b["entropy_rate_rb"], entropy_rate(t, means, 1.0), rtol=1e-12)
     np.testing.assert_allclose(b["entropy_marginal_rate_rb"], entropy_rate(t, prior @ means, 1.0), rtol=1e-12)
