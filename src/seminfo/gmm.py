@@ -217,9 +217,11 @@ def path_log_likelihoods(mix: Mixture, chain: ReverseChain, x, kernel: str, star
 
 def path_ovr_increments(mix: Mixture, chain: ReverseChain, x, kernel: str = "ddpm", start: int = 0):
     """One-vs-rest increments log N(x'; mu_c, s^2) - log N(x'; mu_null, s^2) of every class along the paths
-    (``seminfo.one_vs_rest``), with the exact null eps (Tweedie): the 'ddpm' or 'ddim' means, shape (N, S - start, K)."""
+    (``seminfo.one_vs_rest``), with the exact null eps (Tweedie): the 'ddpm' or 'ddim' means, shape
+    (N, S - start, K)."""
     if kernel not in ("ddpm", "ddim"):
-        raise ValueError(f"one-vs-rest tracking needs an eps-parameterised kernel ('ddpm' or 'ddim'), got {kernel!r}")
+        raise ValueError(f"one-vs-rest tracking needs an eps-parameterised kernel ('ddpm' or 'ddim'), got "
+                         f"{kernel!r}")
     x = np.asarray(x, dtype=np.float64)
     out = np.empty((x.shape[0], chain.steps - start, mix.K), dtype=np.float64)
     for i in range(chain.steps, start, -1):

@@ -182,8 +182,8 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         attrs=attrs,
     )
     if is_pretrained(spec):
-        ds = ds.assign(state=(("traj",) + STATE_DIMS, out.final,
-                              {"long_name": "generated x0 in the chain's units (the model's own sample)", "units": "1"}))
+        ds = ds.assign(state=(("traj",) + STATE_DIMS, out.final, {"long_name": "generated x0 in the chain's units "
+                                                                           "(the model's own sample)", "units": "1"}))
         ds.attrs |= {"model_source": model_source(spec), "adapter": json.dumps(model.describe(), sort_keys=True)}
     write_netcdf(ds, output, packed=("image", "filmstrip_x0") if model.latent else ())
     log.info("wrote %s", output)

@@ -12,10 +12,10 @@ With a null (unconditional) condition the mixture is replaced by one Gaussian at
 which needs eps_c and eps_null only. If the null model is exact, eps_null = sum_j P(j | x_t) eps_j (Tweedie), so mu_null
 is the mixture's mean mu-bar and the replacement is exact only as the step -> 0.
 
-Leading error term. Write mu_j = mu-bar + d_j (sum_j P_j d_j = 0), x_t' - mu-bar = sigma z + d_own and M the covariance of
-the d_j under P(. | x_t), divided by sigma^2 (D x D, rank <= K - 1). The exact log normaliser minus the Gaussian one is
-log E_j[exp(<x_t' - mu-bar, d_j> / sigma^2 - |d_j|^2 / (2 sigma^2))] = (1/2)(z^T M z - tr M) + O(|d|^3 / sigma^3) when the
-cumulants are expanded, so per step
+Leading error term. Write mu_j = mu-bar + d_j (sum_j P_j d_j = 0), x_t' - mu-bar = sigma z + d_own and M the
+covariance of the d_j under P(. | x_t), divided by sigma^2 (D x D, rank <= K - 1). The exact log normaliser minus the
+Gaussian one is log E_j[exp(<x_t' - mu-bar, d_j> / sigma^2 - |d_j|^2 / (2 sigma^2))] = (1/2)(z^T M z - tr M)
++ O(|d|^3 / sigma^3) when the cumulants are expanded, so per step
 
     error = -(1/2)(z^T M z - tr M) - z^T M d_own / sigma - (1/2) d_own^T M d_own / sigma^2 + O(|d / sigma|^3).
 
@@ -33,9 +33,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .posterior import LOG2
+from .posterior import binary_entropy_bits
 
-__all__ = ["ovr_log_posterior", "binary_entropy_bits", "clipped_posterior"]
+__all__ = ["ovr_log_posterior", "binary_entropy_bits", "clipped_posterior"]  # binary_entropy_bits: re-exported
 
 
 def ovr_log_posterior(log_start, increments):
@@ -57,11 +57,3 @@ def clipped_posterior(log_p):
     log_p = np.asarray(log_p, dtype=np.float64)
     excess = np.maximum(log_p, 0.0)
     return np.exp(np.minimum(log_p, 0.0)), float((excess > 0).mean()), float(excess.max())
-
-
-def binary_entropy_bits(p):
-    """h(p) = -p log2 p - (1 - p) log2(1 - p), 0 at p in {0, 1}."""
-    p = np.asarray(p, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log1p(-p), 0.0))
-    return h / LOG2

@@ -22,6 +22,7 @@ __all__ = [
     "normalize_log",
     "online_log_posterior",
     "entropy_bits",
+    "binary_entropy_bits",
     "partition_log_posterior",
 ]
 
@@ -89,6 +90,14 @@ def entropy_bits(log_p, axis=-1):
     with np.errstate(invalid="ignore"):
         plogp = np.where(p > 0, p * log_p, 0.0)
     return -plogp.sum(axis=axis) / LOG2
+
+
+def binary_entropy_bits(p):
+    """h(p) = -p log2 p - (1 - p) log2(1 - p) of probabilities ``p`` (0 at p in {0, 1})."""
+    p = np.asarray(p, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -(np.where(p > 0, p * np.log(p), 0.0) + np.where(p < 1, (1 - p) * np.log1p(-p), 0.0))
+    return h / LOG2
 
 
 def partition_log_posterior(log_p, side_a, side_b):

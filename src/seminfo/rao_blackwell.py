@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ndtri
 
-from .posterior import LOG2
+from .posterior import LOG2, binary_entropy_bits
 from .pruning import PRUNED
 
 __all__ = [
@@ -92,14 +92,8 @@ def expected_entropies(log_post, increments, weights, partitions=()):
     for p, (side_a, side_b) in enumerate(partitions):
         pa, pb = e[..., list(side_a)].sum(-1), e[..., list(side_b)].sum(-1)
         q = pa / (pa + pb)
-        hz[p] = _binary_entropy_bits(q) @ weights
+        hz[p] = binary_entropy_bits(q) @ weights
     return h @ weights, hz
-
-
-def _binary_entropy_bits(q):
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = -(np.where(q > 0, q * np.log(q), 0.0) + np.where(q < 1, (1 - q) * np.log1p(-q), 0.0))
-    return out / LOG2
 
 
 def mixture_increments(mean, var, own, nodes):

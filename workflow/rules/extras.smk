@@ -146,7 +146,9 @@ rule guidance:
         spec=lambda w: analysis_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "guidance_study"),
         plots=lambda w: spec(w.experiment)["plots"],
-    threads: ALL_CORES
+    # One thread: the sweep's small batches gain little from a second core on a CPU (and it then runs beside the
+    # single-threaded mixture jobs); on a GPU the network does not use the CPU threads anyway.
+    threads: 1
     resources:
         gpu=1,
     wildcard_constraints:

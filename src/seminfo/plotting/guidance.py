@@ -13,6 +13,7 @@ from .style import _BAND_ALPHA, _outside_legend, _styled, _time_axis
 _INTERVAL_STYLE = {"full": "-", "high_noise": "--", "low_noise": ":"}
 _INTERVAL_MARKER = {"full": "o", "high_noise": "^", "low_noise": "v"}
 _INTERVAL_LABEL = {"full": "all steps", "high_noise": "high noise (t/T ≥ 0.5)", "low_noise": "low noise (t/T ≤ 0.5)"}
+_INTERVAL_SHORT = {"full": "all", "high_noise": "high", "low_noise": "low"}
 
 
 def _scale_colors(scales) -> dict:
@@ -71,30 +72,32 @@ def plot_guidance(ds: xr.Dataset) -> Figure:
             info = ds["information"].sel(scale=w, interval=name).values
             lo = ds["information_ci_low"].sel(scale=w, interval=name).values
             hi = ds["information_ci_high"].sel(scale=w, interval=name).values
-            labels.append(f"w={w:g}" + ("" if w == 1.0 else f"\n{name.replace('_', ' ')}"))
+            labels.append(f"w={w:g}" + ("" if w == 1.0 else f"\n{_INTERVAL_SHORT.get(name, name)}"))
             values.append(info)
             errs.append((info - lo, hi - info))
             bar_colors.append(colors[w])
-    values = np.asarray(values)  # (settings, windows): information produced (H drops, so negative values)
+    values = np.asarray(values)  # (settings, windows): H at the window's noisy end minus at its clean end
     x = np.arange(len(labels))
     width = 0.8 / len(windows)
     window_colors = [mpl.colormaps["viridis"](v) for v in np.linspace(0.15, 0.9, len(windows))]
     for j, (win, c) in enumerate(zip(windows, window_colors)):
         err = np.array([[e[0][j] for e in errs], [e[1][j] for e in errs]])
-        ax_info.bar(x + (j - (len(windows) - 1) / 2) * width, -values[:, j], width, color=c, yerr=err[::-1],
+        ax_info.bar(x + (j - (len(windows) - 1) / 2) * width, values[:, j], width, color=c, yerr=err,
                     error_kw={"lw": 0.8, "capsize": 1.5}, label=f"t/T in {win}")
     ax_info.set_xticks(x, labels, fontsize=7)
-    ax_info.set_ylabel("information produced in the window\n−ΔH(c | x_t) [bit]")
-    ax_info.legend(loc="upper right", fontsize=7)
+    ax_info.set_ylabel("information produced in the window\nH(c | x) at its noisy end − at its clean end [bit]")
+    ax_info.legend(loc="lower left", bbox_to_anchor=(0.0, 1.0), ncols=len(windows), fontsize=7, handlelength=1.0)
 
     if has_agreement:
+        lowest = 1.0
         for xi, w, name, c in zip(x, *zip(*[(w, name, colors[w]) for w in scales
                                              for name in (intervals[:1] if w == 1.0 else intervals)])):
             p = float(ds["sample_agreement"].sel(scale=w, interval=name))
             se = float(ds["sample_agreement_se"].sel(scale=w, interval=name))
             ax_agree.errorbar(xi, p, yerr=2 * se, fmt="o", color=c, capsize=2.5)
+            lowest = min(lowest, p - 2 * se)
         ax_agree.set_xticks(x, labels, fontsize=7)
-        ax_agree.set_ylim(0.0, 1.02)
+        ax_agree.set_ylim(max(0.0, lowest - 0.05), 1.01)
         ax_agree.set_ylabel("samples labelled as their class\nby an independent classifier (± 2 SE)")
     else:
         ax_agree.set_axis_off()
