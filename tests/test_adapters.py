@@ -410,3 +410,26 @@ def test_immse_denoiser_difference_is_sqrt_gamma_times_the_schedulers_x0_differe
         expected = np.sqrt(gamma) * (x0[0] - x0[1])
         np.testing.assert_allclose((f(x, steps, cond) - f(x, steps, null)).numpy(), expected.numpy(),
                                    rtol=1e-4, atol=1e-4 * float(expected.abs().max()))
+
+
+def test_guidance_and_one_vs_rest_need_a_null_condition_and_known_targets(folders):
+    """Issue 12, bad input on pretrained models: guidance or one-vs-rest tracking on a model without a null condition,
+    an interval beyond the model's T, one-vs-rest targets not among its classes."""
+    no_null = spec_of("diffusers", folders["v_prediction"])
+    no_null["sampling"]["guidance"] = {"scale": 2.0}
+    with pytest.raises(ConfigError, match=r"experiments\.m\.sampling\.guidance: needs a model with a null "
+                                          r"\(unconditional\) condition.*\(rule: null-condition\)"):
+        _check(no_null)
+    ovr = spec_of("diffusers", folders["v_prediction"])
+    ovr["sampling"]["tracking"] = "one_vs_rest"
+    with pytest.raises(ConfigError, match=r"sampling\.tracking: needs a model with a null"):
+        _check(ovr)
+    late = spec_of("diffusers", folders["epsilon"], null_label=3)
+    late["sampling"]["guidance"] = {"scale": 2.0, "interval": [0, 10_000]}
+    with pytest.raises(ConfigError, match=r"sampling\.guidance\.interval: \[0, 10000\] must satisfy 0 <= t_lo <= "
+                                          r"t_hi <= T = \d+ \(rule: interval\)"):
+        _check(late)
+    unknown = dit_spec(folders["dit"])
+    unknown["sampling"] |= {"tracking": "one_vs_rest", "targets": ["golden retriever", "goldfish"]}  # not among the 3
+    with pytest.raises(ConfigError, match=r"sampling\.targets\[1\]: unknown class 'goldfish'"):
+        _check(unknown)

@@ -61,6 +61,15 @@ BAD = [
     (mutate(G + ("schedule", "beta_end"), float("-inf")), "experiments.g.schedule.beta_end", "finite"),
     (mutate(G + ("analysis",), {"decision_threshold": float("nan")}), "experiments.g.analysis.decision_threshold",
      "finite"),
+    # guidance and one-vs-rest (issue 12): scale <= 0, an interval outside [0, T] or reversed, a kernel guidance cannot
+    # move, one-vs-rest on a mixture (its error is measured by the convergence study instead)
+    (mutate(G + ("sampling", "guidance"), {"scale": 0.0}), "experiments.g.sampling.guidance.scale",
+     "exclusiveMinimum"),
+    (mutate(G + ("sampling", "guidance"), {"scale": 2.0, "interval": [60, 40]}),
+     "experiments.g.sampling.guidance.interval", "interval"),
+    (mutate(G + ("sampling", "guidance"), {"scale": 2.0, "interval": [0, 101]}),
+     "experiments.g.sampling.guidance.interval", "interval"),
+    (mutate(G + ("sampling", "guidance"), {"scale": 2.0}), "experiments.g.sampling.guidance", "guided-kernel"),
 ]
 
 
@@ -138,3 +147,29 @@ def test_ddpm_sampling_kernel_and_eta(schema):
         assert msg.startswith("experiments.d.sampling.eta:") and "rule: unused-key" in msg and "ddim" in msg, msg
     with pytest.raises(ConfigError, match=r"experiments\.d\.sampling\.eta: .*rule: exclusiveMinimum"):
         validate_config(ddpm(kernel="ddim", eta=0.0), schema)
+
+
+def test_one_vs_rest_options_are_checked(schema):
+    """Issue 12, bad input on the own model: one-vs-rest targets not among the classes, targets without one-vs-rest,
+    one-vs-rest with partitions or pruning, or on a mixture."""
+    digits = {"kind": "ddpm", "data": {"name": "digits", "classes": [0, 1, 7]}, "model": {"preset": "digits"},
+              "schedule": {"name": "linear", "T": 100}, "train": {"steps": 2},
+              "sampling": {"steps": 10, "trajectories_per_class": 2, "tracking": "one_vs_rest"}}
+    validate_config({"experiments": {"d": digits}}, schema)
+    cases = [
+        ({"targets": ["0", "3"]}, None, r"experiments\.d\.sampling\.targets\[1\]: unknown class '3'.*class-name"),
+        ({"targets": [5]}, None, r"sampling\.targets\[0\]: class index 5 is out of range.*class-range"),
+        ({"tracking": "full", "targets": ["0"]}, None, r"sampling\.targets: applies to tracking one_vs_rest only"),
+        ({"prune_log_threshold": -12.0}, None, r"sampling\.prune_log_threshold: pruning applies to full tracking"),
+        ({}, {"p": [["0"], ["1"]]}, r"experiments\.d\.partitions: binary decisions need the K-class posterior"),
+    ]
+    for sampling, partitions, message in cases:
+        bad = copy.deepcopy(digits)
+        bad["sampling"].update(sampling)
+        if partitions:
+            bad["partitions"] = partitions
+        with pytest.raises(ConfigError, match=message):
+            validate_config({"experiments": {"d": bad}}, schema)
+    mixture = mutate(G + ("sampling", "tracking"), "one_vs_rest")  # mixtures: the convergence study measures it
+    with pytest.raises(ConfigError, match=r"experiments\.g\.sampling: Additional properties .*'tracking'"):
+        validate_config(mixture, schema)

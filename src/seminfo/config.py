@@ -358,9 +358,6 @@ def validate_config(config: dict, schema: dict) -> dict:
         _check_sampling_kernel(spec, key)
         if spec["kind"] == "gmm":
             _check_gmm(spec, key)
-            if spec["sampling"].get("tracking") == "one_vs_rest":
-                raise ConfigError(f"{key}.sampling.tracking: one-vs-rest tracking applies to network models; for "
-                                  "mixtures the convergence study measures it (rule: network-only)")
         elif not pretrained_source(spec):
             _check_ddpm(spec, key)
         if not pretrained_source(spec):
