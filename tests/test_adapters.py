@@ -393,7 +393,7 @@ def test_adapter_configs_validate(schema):
 def test_immse_denoiser_difference_is_sqrt_gamma_times_the_schedulers_x0_difference(folders, which):
     """The I-MMSE integrand of a pretrained model: f(x, t, c) - f(x, t, ∅) = sqrt(gamma_t) (x̂_0(x, c) - x̂_0(x, ∅)),
     with x̂_0 the scheduler's own pred_original_sample (v prediction; DiT's eps channels of a learned-range output)."""
-    from seminfo.studies import _denoiser_difference_fn
+    from seminfo.studies.immse_stage import _denoiser_difference_fn
 
     spec = dit_spec(folders["dit"]) if which == "dit" else spec_of("diffusers", folders[which], null_label=3)
     adapter = load_adapter(spec, None, "cpu")
