@@ -19,7 +19,8 @@ for name, spec in config["experiments"].items():
         print(f"{name}: H(c | x_T) = {h_T:.6f} bit (prior entropy {h_prior:.6f})")
         if abs(h_T - h_prior) > 0.01:
             failures.append(f"{name}: H at t = T is {h_T}, not the prior entropy {h_prior}")
-        missing = [v for v in ("decision_time_median", "entropy_rate_peak_time", "mutual_information_immse")
+        missing = [v for v in ("decision_time_median", "entropy_rate_peak_time", "mutual_information_immse",
+                               "entropy_rate_rb", "entropy_rate_rb_ci_low", "entropy_marginal_rate_rb")
                    if v not in ds]
         if missing:
             failures.append(f"{name}: summary.nc lacks the studies' variables {missing}")
@@ -35,6 +36,13 @@ for name, spec in config["experiments"].items():
             "MAP = label for >= 95 %": q["map_equals_label_at_first_time"] >= 0.95,
         }
         failures += [f"{name}: {check}" for check, ok in checks.items() if not ok]
+        if "guidance_study" in spec:
+            with xr.open_dataset(f"results/{name}/guidance.nc", engine="netcdf4") as g:
+                peaks = g["marginal_peak_time"].sel(interval="full")
+                print(f"  guidance: marginal rate peak t/T {dict(zip(g['scale'].values.tolist(), peaks.values.tolist()))}")
+                if not np.all((g["marginal_peak_time_ci_low"] <= g["marginal_peak_time"])
+                              & (g["marginal_peak_time"] <= g["marginal_peak_time_ci_high"])):
+                    failures.append(f"{name}: guidance.nc peak times lie outside their intervals")
     for png in Path(f"results/{name}/figures").glob("*.png"):
         if png.stat().st_size < 5000:
             failures.append(f"{png} is suspiciously small")
