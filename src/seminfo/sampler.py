@@ -187,6 +187,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     rows, conds, flat, own_pos = _plan(everything, own_flat, K)
     bar = tqdm(total=N * S, unit="step", desc="sampling", disable=not progress, mininterval=5)
 
+    null_evaluations = 0
     x = normal(seed, indices, 0, D, device=dev)  # x_T ~ N(0, I), float64 state
     for i in range(S, 0, -1):
         ab_t, sigma = float(chain.alpha_bar[i]), float(chain.sigma[i - 1])
@@ -204,6 +205,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
         pair_rows, pair_conds = (rows, conds)
         if with_null:
             pair_rows, pair_conds = torch.cat([rows, arange]), torch.cat([conds, null_cond])
+            null_evaluations += N
         out = evaluate(x.float(), model.network_time(int(chain.times[i])), pair_rows, pair_conds, once=not bayes)
         log_var = None
         z = normal(seed, indices, i, D, device=dev) if sigma > 0 else None
@@ -274,8 +276,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
                              snapshots.view(example_rows.numel(), snaps.size, *shape).cpu().numpy(),
                              chain.times[snaps], host(model_increments), host(ovr_increments))
     if stats is not None:
-        per_step = 1 if ovr else K
-        exact = N * per_step * G + N * start
+        exact = N * (1 if ovr else K) * G + N * start + null_evaluations  # the plan without pruning
         stats.update(evaluations=evaluate.evaluations, padded=evaluate.padded, exact_evaluations=exact,
                      model_seconds=evaluate.total_model_seconds(), seconds=time.perf_counter() - began,
                      compiled=evaluate.net is not model, trajectories=N, steps=S, classes=K, tracking=tracking)
