@@ -20,7 +20,7 @@ def source_schedule(spec: dict):
     model adapters import torch)."""
     if not is_pretrained(spec):
         return schedule_from_spec(spec)
-    from .models import source_schedule as from_folder
+    from ..models import source_schedule as from_folder
 
     return from_folder(spec)
 
