@@ -29,7 +29,7 @@ from . import bootstrap
 from .config import experiment_hash
 from .diffusion import sampler_chain
 from .guidance import Guidance
-from .io import provenance, write_netcdf
+from .io import provenance
 from .one_vs_rest import binary_entropy_bits, clipped_posterior, ovr_log_posterior
 from .posterior import entropy_bits, online_log_posterior
 from .rao_blackwell import rao_blackwell_curves, shared_sigma_expected_entropies
@@ -240,9 +240,7 @@ def guidance_stage(spec: dict, experiment: str, model_path, output, options: dic
         attrs["ovr_note"] = ("w = 1: one-vs-rest P(c | path) of each trajectory's class (2 evaluations per step) "
                              "against the K-class posterior of the same trajectories")
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-    if figure is not None:
-        from . import plotting
+    from . import plotting
+    from .studies.common import write_study
 
-        plotting.save_figure(plotting.plot_guidance(ds), figure, dpi=dpi)
+    write_study(ds, output, figure, plotting.plot_guidance, dpi)

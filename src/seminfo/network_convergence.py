@@ -17,7 +17,7 @@ import xarray as xr
 
 from .config import experiment_hash
 from .diffusion import sampler_chain
-from .io import provenance, write_netcdf
+from .io import provenance
 from .posterior import entropy_bits, online_log_posterior
 from .stages import class_layout
 
@@ -105,9 +105,7 @@ def network_convergence_stage(spec: dict, experiment: str, model_path, output, o
                 "times not on a step count's grid",
     }
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-    if figure is not None:
-        from . import plotting
+    from . import plotting
+    from .studies.common import write_study
 
-        plotting.save_figure(plotting.plot_network_convergence(ds), figure, dpi=dpi)
+    write_study(ds, output, figure, plotting.plot_network_convergence, dpi)

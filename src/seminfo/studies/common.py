@@ -8,7 +8,7 @@ import xarray as xr
 from ..config import pretrained_source
 from ..stages import schedule_from_spec
 
-__all__ = ["is_pretrained", "source_schedule", "section_options", "var", "time_coords", "T_of"]
+__all__ = ["is_pretrained", "source_schedule", "section_options", "var", "time_coords", "T_of", "write_study"]
 
 
 def is_pretrained(spec: dict) -> bool:
@@ -49,3 +49,16 @@ def T_of(summary: xr.Dataset, spec: dict) -> int:
     return int(summary.attrs["T"]) if "T" in summary.attrs else int(spec["schedule"]["T"])
 
 
+def write_study(ds: xr.Dataset, output, figure=None, draw=None, dpi: int = 150) -> None:
+    """Write a study's dataset (atomically, ``seminfo.io.write_netcdf``) and, when ``figure`` is a path, the figure
+    ``draw(ds)`` returns."""
+    import logging
+
+    from ..io import write_netcdf
+
+    write_netcdf(ds, output)
+    logging.getLogger("seminfo.studies").info("wrote %s", output)
+    if figure is not None:
+        from ..plotting import save_figure
+
+        save_figure(draw(ds), figure, dpi=dpi)

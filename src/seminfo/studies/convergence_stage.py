@@ -14,9 +14,9 @@ from .. import convergence as conv
 from .. import decisions as dec
 from .. import gmm, plotting, speciation
 from ..config import experiment_hash
-from ..io import InputError, provenance, write_netcdf
+from ..io import InputError, provenance
 from ..stages import mixture_from_spec, schedule_from_spec
-from .common import var
+from .common import var, write_study
 
 log = logging.getLogger(__name__)
 
@@ -116,10 +116,7 @@ def convergence_stage(spec: dict, experiment: str, output, options: dict, figure
                 "not P(c | x_t)",
     }
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-    if figure is not None:
-        plotting.save_figure(plotting.plot_convergence(ds), figure, dpi=dpi)
+    write_study(ds, output, figure, plotting.plot_convergence, dpi)
 
 
 
@@ -226,7 +223,4 @@ def speciation_stage(spec: dict, experiment: str, output, options: dict, figure=
     log.info("exact: peak - s_S %s (last change %.2g); FWHM / s_S %s", np.round(offset, 4).tolist(),
              attrs["peak_minus_speciation_exact_last_change"], np.round(width, 4).tolist())
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-    if figure is not None:
-        plotting.save_figure(plotting.plot_speciation(ds), figure, dpi=dpi)
+    write_study(ds, output, figure, plotting.plot_speciation, dpi)

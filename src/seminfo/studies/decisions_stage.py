@@ -13,11 +13,11 @@ from .. import decisions as dec
 from .. import gmm, plotting, speciation
 from ..config import experiment_hash
 from ..guidance import guidance_from_spec
-from ..io import InputError, open_checked, provenance, write_netcdf
+from ..io import InputError, open_checked, provenance
 from ..posterior import entropy_bits, online_log_posterior
 from ..stages import class_layout, mixture_from_spec, schedule_from_spec
 from ..summary import entropy_rate
-from .common import T_of, is_pretrained, source_schedule, var
+from .common import T_of, is_pretrained, source_schedule, var, write_study
 
 log = logging.getLogger(__name__)
 
@@ -220,9 +220,6 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
     log.info("median decision times: %s; rate peaks: %s", np.round(stats["median"], 1).tolist(),
              np.round(peaks["peak"], 1).tolist())
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-    if figure is not None:
-        plotting.save_figure(plotting.plot_decisions(ds), figure, dpi=dpi)
+    write_study(ds, output, figure, plotting.plot_decisions, dpi)
 
 

@@ -11,10 +11,10 @@ import xarray as xr
 from .. import highdim, immse, plotting
 from ..config import experiment_hash
 from ..diffusion import x0_coefficients
-from ..io import InputError, open_checked, provenance, write_netcdf
+from ..io import InputError, open_checked, provenance
 from ..posterior import LOG2
 from ..stages import mixture_from_spec
-from .common import T_of, is_pretrained, source_schedule, time_coords, var
+from .common import T_of, is_pretrained, source_schedule, time_coords, var, write_study
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +172,6 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         },
         attrs=attrs,
     )
-    write_netcdf(ds, output)
-    log.info("wrote %s", output)
-    if figure is not None:
-        plotting.save_figure(plotting.plot_immse(s, ds), figure, dpi=dpi)
+    write_study(ds, output, figure, lambda d: plotting.plot_immse(s, d), dpi)
 
 
