@@ -63,3 +63,22 @@ def test_rss_probe_runs_in_a_fresh_process():
                                 "--no-compile"])
     probe = bench.rss_at(args, 3)
     assert probe["steps"] == 3 and probe["peak_rss_mb"] > 10
+
+
+def test_parts_choose_the_timed_loops():
+    args, _ = bench.parse_args(["--parts", "naive,fast", "--dry-run"])
+    assert args.parts == ["fast", "naive"]  # fast always runs, first
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--parts", "fast,slow"])
+
+
+@pytest.mark.parametrize("name", sorted(bench.NETWORKS))
+def test_published_size_networks_speak_the_samplers_protocol(name):
+    """Each stand-in network maps (x, t, label) with labels 0 … K (K the null condition) to an output of the state's
+    shape; built on the meta device (shapes only, no memory)."""
+    from seminfo.bench_networks import build_network
+
+    net = build_network(name, 3, "meta")
+    x = torch.zeros((2, *net.image_shape), device="meta")
+    out = net(x, torch.tensor([1, 999], device="meta"), torch.tensor([0, 3], device="meta"))
+    assert out.shape == x.shape and net.num_classes == 3

@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from seminfo.noise import normal, threefry2x32
+from seminfo.noise import check_indices, normal, threefry2x32
 
 # Threefry-2x32-20 known answers from Random123 (kat_vectors): (counter, key) -> output words
 KAT = [
@@ -68,3 +68,22 @@ def test_the_same_noise_on_a_gpu():
     cpu = normal(3, np.arange(64), 2, 33)
     gpu = normal(3, np.arange(64), 2, 33, device="cuda").cpu()
     torch.testing.assert_close(gpu, cpu, rtol=1e-12, atol=1e-12)
+
+
+def test_the_noise_is_computed_where_the_indices_live():
+    """A GPU run keeps its indices on the GPU; the noise must be computed there, not on or through the host. The
+    meta device stands in for a GPU: any step that reads a value back or mixes in a host tensor fails on it."""
+    z = normal(3, torch.arange(4, device="meta"), 2, 5, device="meta")
+    assert z.device.type == "meta" and z.shape == (4, 5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_the_noise_never_makes_the_host_wait():
+    """Seed and step are Python ints: made into GPU tensors they would be copied from the host at every step."""
+    index = check_indices(np.arange(64)).cuda()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        normal(3, index, 2, 33, device="cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode(0)

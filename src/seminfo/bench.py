@@ -45,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .bench_networks import NETWORKS, PAPER_SCALE, build_network
 from .ddpm.model import ARCH_PRESETS, ClassConditionalUNet, resolve_arch
 from .diffusion import reverse_chain
 from .evaluator import PRECISIONS
@@ -59,7 +60,7 @@ log = logging.getLogger("seminfo.bench")
 
 IMAGE_SHAPES = {"digits": (1, 8, 8), "cifar10_ddpm": (3, 32, 32)}
 TRAINED_DIGITS = Path("results/digits/model/model.safetensors")
-PAPER_SCALE_EVALS = 1000 * 10 * 1000  # trajectories x classes x steps of the CIFAR10 experiment
+PARTS = ("fast", "exact", "naive", "ovr")  # the timed loops (module docstring); fast always runs
 GATE_BITS = 0.01  # entropy curves of the fast path must stay this close to fp32 on the same seeds
 DEFAULTS = {
     #            trajectories steps eval_batch precision compile prune_log_threshold repeats
@@ -92,25 +93,30 @@ def describe_device(device: torch.device) -> str:
     return f"cpu: {cpu}, {torch.get_num_threads()} threads"
 
 
-def matmul_peak_gflops(dtype: torch.dtype, device: torch.device, repeats: int = 5) -> float:
-    """Best median rate of square matmuls (the achievable peak of the dense-math units), GFLOP/s."""
+def matmul_peak_gflops(precision: str, device: torch.device, repeats: int = 5) -> float:
+    """Best median rate of square matmuls in ``precision`` (fp32 with TF32 off, tf32, or bf16 inputs): the
+    achievable peak of the dense-math units, GFLOP/s."""
+    from .evaluator import network_precision
+
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     sizes = (8192,) if device.type == "cuda" else (1024, 2048, 3072)
     best = 0.0
-    for n in sizes:
-        a = torch.randn(n, n, device=device).to(dtype)
-        b = torch.randn(n, n, device=device).to(dtype)
-        inner = 20 if device.type == "cuda" else 1
-        for _ in range(2):
-            a @ b
-        times = []
-        for _ in range(repeats):
-            sync(device)
-            began = time.perf_counter()
-            for _ in range(inner):
+    with network_precision("fp32" if precision == "bf16" else precision, device):
+        for n in sizes:
+            a = torch.randn(n, n, device=device).to(dtype)
+            b = torch.randn(n, n, device=device).to(dtype)
+            inner = 20 if device.type == "cuda" else 1
+            for _ in range(2):
                 a @ b
-            sync(device)
-            times.append((time.perf_counter() - began) / inner)
-        best = max(best, 2.0 * n**3 / float(np.median(times)) / 1e9)
+            times = []
+            for _ in range(repeats):
+                sync(device)
+                began = time.perf_counter()
+                for _ in range(inner):
+                    a @ b
+                sync(device)
+                times.append((time.perf_counter() - began) / inner)
+            best = max(best, 2.0 * n**3 / float(np.median(times)) / 1e9)
     return best
 
 
@@ -152,9 +158,12 @@ def peak_rss_mb() -> float:
 
 
 def build_model(preset: str, model_path, num_classes: int, device: torch.device):
-    """The network to time: a checkpoint, the trained digits model when present, or random weights."""
+    """The network to time: a checkpoint, the trained digits model when present, or random weights (the own presets,
+    or a random-weight network of a published model's size from ``seminfo.bench_networks``)."""
     from .ddpm.checkpoint import load_model
 
+    if preset in NETWORKS and preset not in ARCH_PRESETS:
+        return build_network(preset, num_classes, device), "random"
     path = Path(model_path) if model_path else (TRAINED_DIGITS if preset == "digits" else None)
     if path is not None and path.exists():
         model, record = load_model(path, map_location=device)
@@ -258,22 +267,25 @@ def run_benchmark(args, device: torch.device) -> dict:
 
     log.info("device %s, weights %s; measuring the matmul peak and FLOPs per evaluation", describe_device(device),
              weights)
-    peak = {p: matmul_peak_gflops(torch.float32 if p == "fp32" else torch.bfloat16, device) for p in PRECISIONS}
+    peak = {p: matmul_peak_gflops(p, device) for p in PRECISIONS if p != "tf32" or device.type == "cuda"}
     flops = flops_per_eval(model, device)
+    parts = args.parts
+    ovr_opts = dict(exact_opts, tracking="one_vs_rest")
+    opts_of = {"fast": fast_opts, "exact": exact_opts, "ovr": ovr_opts}
     # Warm up: oneDNN primitives and cuDNN plans on a short chain with the same shapes; compilation on the
     # whole chain, which meets every chunk size that pruning produces.
-    short = reverse_chain(schedule, 4, "small")
+    short = reverse_chain(schedule, min(4, args.steps), "small")
     _, compile_seconds = timed(lambda: fast(fast_opts, chain=chain if args.compile else short))
-    fast(exact_opts, chain=short)
-    naive_sample(naive_model, short, labels, indices, args.seed, K, device)
+    for name in parts[1:]:
+        if name == "naive":
+            naive_sample(naive_model, short, labels, indices, args.seed, K, device)
+        else:
+            fast(opts_of[name], chain=short)
     log.info("warm-up (compilation included) %.1f s", compile_seconds)
 
-    runs = {"fast": [], "exact": [], "naive": [], "ovr": []}
-    ovr_opts = dict(exact_opts, tracking="one_vs_rest")
-    fast(ovr_opts, chain=short)
+    runs = {name: [] for name in parts}
     for r in range(args.repeats):
-        order = ["fast", "exact", "naive", "ovr"]
-        order = order[r % 4:] + order[:r % 4]  # rotate, so slow drifts of the machine's load average out
+        order = parts[r % len(parts):] + parts[:r % len(parts)]  # rotate: slow drifts of the load average out
         for name in order:
             sync(device)
             if name == "naive":
@@ -281,19 +293,14 @@ def run_benchmark(args, device: torch.device) -> dict:
                 runs[name].append({"seconds": seconds, "entropy": out})
             else:
                 stats = {}
-                opts = {"fast": fast_opts, "exact": exact_opts, "ovr": ovr_opts}[name]
-                out, _ = timed(lambda: fast(opts, stats))
+                out, _ = timed(lambda: fast(opts_of[name], stats))
                 runs[name].append({**stats, "increments": out.increments})
             log.info("repeat %d %s: %.2f s", r, name, runs[name][-1]["seconds"])
 
     nominal = args.trajectories * K * args.steps  # what the naive loop evaluates
     med = lambda name, key: float(np.median([run[key] for run in runs[name]]))  # noqa: E731
-    fast_s, exact_s, naive_s = med("fast", "seconds"), med("exact", "seconds"), med("naive", "seconds")
-    ovr_s = med("ovr", "seconds")
+    fast_s = med("fast", "seconds")
     performed = runs["fast"][0]["evaluations"]
-    H_fast = class_entropy(runs["fast"][0]["increments"], labels, K)
-    H_ref = class_entropy(runs["exact"][0]["increments"], labels, K)
-    H_naive = class_curves(runs["naive"][0]["entropy"], labels)
     peak_gflops = peak[args.precision]
     achieved = performed * flops / fast_s / 1e9
     result = {
@@ -309,40 +316,112 @@ def run_benchmark(args, device: torch.device) -> dict:
         "compile_used": bool(runs["fast"][0]["compiled"]),
         "prune_log_threshold": args.prune_log_threshold,
         "repeats": args.repeats,
+        "parts": list(parts),
         "evals_per_s": nominal / fast_s,
         "performed_evals_per_s": performed / fast_s,
-        "naive_evals_per_s": nominal / naive_s,
-        "speedup_vs_naive": naive_s / fast_s,
-        "exact_evals_per_s": nominal / exact_s,
-        "exact_speedup_vs_naive": naive_s / exact_s,
         "evaluated_fraction": performed / nominal,
         "padded_fraction": runs["fast"][0]["padded"] / max(performed, 1),
         "model_fraction": med("fast", "model_seconds") / fast_s,
-        "exact_model_fraction": med("exact", "model_seconds") / exact_s,
         "gflop_per_eval": flops / 1e9,
         "matmul_peak_gflops": peak_gflops,
-        "matmul_peak_gflops_fp32": peak["fp32"],
-        "matmul_peak_gflops_bf16": peak["bf16"],
+        **{f"matmul_peak_gflops_{p}": v for p, v in peak.items()},
         "achieved_gflops": achieved,
-        "fraction_of_peak": achieved / peak_gflops,
-        "exact_fraction_of_peak": runs["exact"][0]["evaluations"] * flops / exact_s / 1e9 / peak["fp32"],
-        "entropy_max_abs_diff_bits": float(np.abs(H_fast - H_ref).max()),
-        "entropy_gate_passed": bool(np.abs(H_fast - H_ref).max() <= GATE_BITS),
-        "naive_entropy_max_abs_diff_bits": float(np.abs(H_naive - H_ref).max()),
-        # one-vs-rest tracking (2 evaluations per step: own class and null) on the same trajectories, eager fp32,
-        # against the exact full-tracking path (K evaluations per step)
-        "ovr_evaluations": runs["ovr"][0]["evaluations"],
-        "full_evaluations": runs["exact"][0]["evaluations"],
-        "ovr_evaluation_ratio": runs["ovr"][0]["evaluations"] / runs["exact"][0]["evaluations"],
-        "ovr_performed_evals_per_s": runs["ovr"][0]["evaluations"] / ovr_s,
-        "ovr_speedup_vs_full": exact_s / ovr_s,
+        "fraction_of_peak": achieved / peak_gflops,  # MFU of the fast path against its precision's matmul peak
         "warmup_seconds": compile_seconds,
     }
+    if "exact" in parts:
+        exact_s = med("exact", "seconds")
+        H_ref = class_entropy(runs["exact"][0]["increments"], labels, K)
+        H_fast = class_entropy(runs["fast"][0]["increments"], labels, K)
+        result |= {
+            "exact_evals_per_s": nominal / exact_s,
+            "exact_model_fraction": med("exact", "model_seconds") / exact_s,
+            # MFU of the exact path (fp32, TF32 off) against the fp32 matmul peak
+            "exact_fraction_of_peak": runs["exact"][0]["evaluations"] * flops / exact_s / 1e9 / peak["fp32"],
+            "entropy_max_abs_diff_bits": float(np.abs(H_fast - H_ref).max()),
+            "entropy_gate_passed": bool(np.abs(H_fast - H_ref).max() <= GATE_BITS),
+        }
+    if "naive" in parts:
+        naive_s = med("naive", "seconds")
+        result |= {"naive_evals_per_s": nominal / naive_s, "speedup_vs_naive": naive_s / fast_s}
+        if "exact" in parts:
+            H_naive = class_curves(runs["naive"][0]["entropy"], labels)
+            result |= {"exact_speedup_vs_naive": naive_s / exact_s,
+                       "naive_entropy_max_abs_diff_bits": float(np.abs(H_naive - H_ref).max())}
+    if "ovr" in parts and "exact" in parts:
+        # one-vs-rest tracking (2 evaluations per step: own class and null) on the same trajectories, eager fp32,
+        # against the exact full-tracking path (K evaluations per step)
+        ovr_s = med("ovr", "seconds")
+        result |= {
+            "ovr_evaluations": runs["ovr"][0]["evaluations"],
+            "full_evaluations": runs["exact"][0]["evaluations"],
+            "ovr_evaluation_ratio": runs["ovr"][0]["evaluations"] / runs["exact"][0]["evaluations"],
+            "ovr_performed_evals_per_s": runs["ovr"][0]["evaluations"] / ovr_s,
+            "ovr_speedup_vs_full": exact_s / ovr_s,
+        }
     if args.prune_log_threshold is not None:
         result["pruning_entropy_bound_bits"] = pruning_error_bound(args.prune_log_threshold, K)[1]
-    if args.preset == "cifar10_ddpm":
-        result["paper_scale_estimate_hours"] = PAPER_SCALE_EVALS / result["evals_per_s"] / 3600
+    if args.preset in PAPER_SCALE:
+        scale = PAPER_SCALE[args.preset]
+        result["paper_scale_evaluations"] = scale.evaluations
+        result["paper_scale_estimate_hours"] = scale.evaluations / result["evals_per_s"] / 3600
+        if "exact" in parts:
+            result["paper_scale_estimate_hours_fp32"] = scale.evaluations / result["exact_evals_per_s"] / 3600
+    if args.profile:
+        result["profile"] = profile_network(model, args, device)
+    if args.noise:
+        result["rounding_noise"] = rounding_noise_report(model, args, chain, K, device)
     return result
+
+
+def rounding_noise_report(model, args, chain, K: int, device: torch.device) -> dict:
+    """``seminfo.precision``'s rounding noise of every reduced precision on this network, and the entropy bias it
+    predicts for the network's paper-scale run (or, for the own presets, for the benchmark's own chain and K)."""
+    from .precision import noise_table, predicted_bias
+    from .schedules import schedule_from_scheduler_config
+
+    scale = PAPER_SCALE.get(args.preset)
+    schedule = make_schedule("linear", 1000)
+    if scale is not None:
+        schedule = schedule_from_scheduler_config(scale.schedule)
+        chain, K = reverse_chain(schedule, scale.steps, "small"), scale.conditions
+    reduced = [p for p in PRECISIONS if p != "fp32" and (p != "tf32" or device.type == "cuda")]
+    conditions = (0, 1, min(2, model.num_classes))
+    table = noise_table(model, model.image_shape, schedule, (1, 10, 50, 200, 500, 999), reduced, device,
+                        samples=args.noise_samples, conditions=conditions)
+    D = int(np.prod(model.image_shape))
+    report = {"steps": chain.steps, "conditions": K, "D": D, "table": table}
+    for p in reduced:
+        report[p] = {"measured": predicted_bias(table, p, chain, K, D, relative=False),
+                     "unit_output": predicted_bias(table, p, chain, K, D, relative=True)}
+    return report
+
+
+def profile_network(model, args, device: torch.device, calls: int = 3, top: int = 15) -> list:
+    """Where the network's time goes: torch.profiler over a few forward calls of one chunk in the fast path's
+    precision (eager), the ``top`` kernels by device (CPU: self CPU) time, with their share of the total."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from .evaluator import network_precision
+
+    x, t, y = _probe_inputs(model, device, args.eval_batch)
+    if x.dim() == 4:  # as the evaluator feeds convolutional networks
+        x = x.contiguous(memory_format=torch.channels_last)
+    cuda = device.type == "cuda"
+    with torch.no_grad(), network_precision(args.precision, device):
+        model(x, t, y)
+        sync(device)
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for _ in range(calls):
+                model(x, t, y)
+            sync(device)
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    events = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in events) or 1.0
+    events.sort(key=lambda e: getattr(e, key), reverse=True)
+    return [{"name": e.key[:90], "share": round(getattr(e, key) / total, 4),
+             "ms_per_call": round(getattr(e, key) / calls / 1e3, 3), "count": e.count // calls} for e in events[:top]]
 
 
 def train_benchmark(args, device: torch.device, peak_fp32: float) -> dict:
@@ -405,8 +484,9 @@ def rss_at(args, steps: int) -> dict:
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m seminfo.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu or cuda")
-    p.add_argument("--preset", default=None, choices=sorted(ARCH_PRESETS),
-                   help="network (default: digits on cpu, cifar10_ddpm on cuda)")
+    p.add_argument("--preset", default=None, choices=sorted(set(ARCH_PRESETS) | set(NETWORKS)),
+                   help="network (default: digits on cpu, cifar10_ddpm on cuda); dit_xl2_256, sd15_unet and "
+                        "sd3_medium are random-weight networks of those models' size (seminfo.bench_networks)")
     p.add_argument("--model", default=None, help="checkpoint (.safetensors) to time instead of the default weights")
     p.add_argument("--classes", type=int, default=10, help="number of classes K")
     p.add_argument("--trajectories", type=int, default=None, help="trajectories sampled together (N)")
@@ -419,6 +499,13 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=None, help="repetitions of every timed run (medians reported)")
     p.add_argument("--rss-steps", default=None, help="two step counts for the peak-memory probes, e.g. 10,100; "
                                                      "'none' to skip")
+    p.add_argument("--parts", default=",".join(PARTS),
+                   help=f"timed loops, comma-separated from {','.join(PARTS)} (fast always runs)")
+    p.add_argument("--profile", action="store_true", help="also profile the network (top kernels) once")
+    p.add_argument("--noise", action="store_true",
+                   help="also measure the rounding noise of the reduced precisions (seminfo.precision) and the "
+                        "entropy bias it predicts at paper scale")
+    p.add_argument("--noise-samples", type=int, default=4, help="states per time for --noise")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--train", action="store_true", help="also time the training loop")
@@ -433,6 +520,11 @@ def parse_args(argv=None):
     for key in ("trajectories", "steps", "eval_batch", "precision", "compile", "repeats"):
         if getattr(args, key) is None:
             setattr(args, key, defaults[key])
+    parts = [q for q in args.parts.split(",") if q]
+    unknown = sorted(set(parts) - set(PARTS))
+    if unknown:
+        p.error(f"--parts: unknown {unknown} (known: {', '.join(PARTS)})")
+    args.parts = ["fast"] + [q for q in PARTS[1:] if q in parts]
     if args.no_prune:
         args.prune_log_threshold = None
     elif args.prune_log_threshold is None and not args.rss_probe:

@@ -1,23 +1,29 @@
 """Network evaluations for a list of (trajectory, condition) pairs, in padded chunks: the sampler's only costly step.
 
-``PairEvaluator`` applies the precision (bf16 autocast around the network only), channels-last memory layout and
-torch.compile, and times the network calls when asked (CUDA events on a GPU, read once at the end, so timing adds
-no host sync).
+``PairEvaluator`` applies the precision (``network_precision``: fp32, TF32 or bf16 autocast, around the network
+only), channels-last memory layout and torch.compile, and times the network calls when asked (CUDA events on a GPU,
+read once at the end, so timing adds no host sync).
+
+Precisions. 'fp32' is IEEE float32 everywhere, on a GPU too: PyTorch lets cuDNN convolutions use TF32 by default
+(``torch.backends.cudnn.allow_tf32``), which rounds their inputs to a 10-bit mantissa, so the evaluator switches TF32
+off for 'fp32'. 'tf32' (CUDA only) lets matmuls and convolutions use it; 'bf16' autocasts to bfloat16 (a 7-bit
+mantissa). The rounding noise each adds to the difference of two conditions' outputs biases the Bayes increments;
+``seminfo.precision`` derives the bias and measures it at a network's real size.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager
 
 import torch
 
 log = logging.getLogger(__name__)
 
-__all__ = ["PRECISIONS", "PairEvaluator"]
+__all__ = ["PRECISIONS", "PairEvaluator", "network_precision"]
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "tf32", "bf16")
 # Chunks are padded up to one of a few sizes, so that pruning (a different pair count at every step) gives a
 # handful of input shapes, each prepared once by the conv backend (eager) or compiled once (compile):
 # eager, multiples of eval_batch / 8; compiled, eval_batch / 8, / 4, / 2 and eval_batch itself.
@@ -26,13 +32,33 @@ _COMPILED_BUCKETS = 4
 _CHANNELS_LAST = True
 
 
+@contextmanager
+def network_precision(precision: str, device):
+    """Run the enclosed network calls in ``precision`` on ``device`` (a ``torch.device``); restores the TF32 flags."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"precision tf32 needs a CUDA device, not {device.type}")
+    matmul, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    saved = matmul.allow_tf32, cudnn.allow_tf32
+    matmul.allow_tf32 = cudnn.allow_tf32 = precision == "tf32"
+    try:
+        if precision == "bf16":
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+    finally:
+        matmul.allow_tf32, cudnn.allow_tf32 = saved
+
+
 class PairEvaluator:
     """adapter(x[rows], t, conditions) for a list of (trajectory, condition) pairs, in padded chunks."""
 
     def __init__(self, adapter, eval_batch: int, max_pairs: int, precision: str, compile: bool, device,
                  timed: bool):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        with network_precision(precision, torch.device(device)):  # refuses an unknown precision or tf32 off CUDA
+            pass
         self.model, self.shape, self.device = adapter, tuple(adapter.state_shape), device
         self.out_channels = adapter.output_channels
         # Convolutions run faster on channels-last (NHWC) tensors with cuDNN and with oneDNN (1.09x eager on
@@ -51,7 +77,7 @@ class PairEvaluator:
             granule = max(1, -(-self.batch // _EAGER_BUCKETS))
             sizes = {min(self.batch, granule * k) for k in range(1, _EAGER_BUCKETS + 1)}
         self.sizes, self.used = sorted(sizes), set()
-        self.autocast = precision == "bf16"
+        self.precision = precision
         self.timed, self.model_seconds, self._events = timed, 0.0, []
         self.evaluations = self.padded = 0
 
@@ -86,7 +112,7 @@ class PairEvaluator:
         return out
 
     def _forward(self, x, ts, labels):
-        cast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else nullcontext()
+        cast = network_precision(self.precision, self.device)
         if not self.timed:
             with cast:
                 return self._net(x, ts, labels)

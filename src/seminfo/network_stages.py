@@ -24,6 +24,7 @@ from .guidance import guidance_from_spec
 from .diffusion import sampler_chain
 from .io import InputError, atomic_path, open_checked, packing, provenance, write_netcdf
 from .models import adapter_record, is_pretrained, load_adapter, model_source
+from .precision import check_experiment_precision
 from .one_vs_rest import binary_entropy_bits, clipped_posterior, ovr_log_posterior
 from .posterior import online_log_posterior
 from .rao_blackwell import shared_sigma_expected_entropies
@@ -129,6 +130,12 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     idx = shard_indices(slots.size, s["shards"], shard)
     log.info("shard %d/%d: %d trajectories x %d steps, %d conditions, %s tracking%s on %s", shard, s["shards"],
              idx.size, chain.steps, K, tracking, f", guidance {guidance.describe()}" if guidance else "", dev)
+    gate = check_experiment_precision(spec, f"experiments.{experiment}", chain, K, int(np.prod(model.state_shape)),
+                                      model.prediction)
+    if gate["precision"] != "fp32":
+        log.info("precision %s: predicted entropy bias at most %.3g bit (%s)", gate["precision"],
+                 gate["entropy_bias_bound_bits"], "accepted by sampling.precision_override" if not gate["allowed"]
+                 else "within the gate")
     stats = {}
     out = sample_trajectories(model, chain, targets[slots[idx]], idx, s["seed"], eval_batch=s["batch_size"],
                               examples=members[idx] < s["examples_per_class"], n_snapshots=s["snapshots"],
@@ -142,6 +149,7 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": model.schedule.T, "seed": s["seed"], "shard": shard, "shards": s["shards"],
         "kernel": s.get("kernel", "ddpm"), "tracking": tracking, "network_evaluations": int(stats["evaluations"]),
+        "precision": gate["precision"], "precision_entropy_bias_bound_bits": gate["entropy_bias_bound_bits"],
     } | _ddim_attrs(s) | (guidance.describe() if guidance else {})
     nat = "nat"
     data = {

@@ -36,13 +36,18 @@ def threefry2x32(key0, key1, ctr0, ctr1) -> tuple[torch.Tensor, torch.Tensor]:
     """Threefry-2x32-20 of counter words (ctr0, ctr1) under key words (key0, key1).
 
     Every argument is an int64 tensor (or int) holding values in [0, 2**32); they broadcast against each
-    other. Returns the two output words as int64 tensors in [0, 2**32).
+    other, and the tensors share one device, where the words are computed. Returns the two output words as int64
+    tensors in [0, 2**32).
     """
-    k0 = torch.as_tensor(key0, dtype=torch.int64)
-    k1 = torch.as_tensor(key1, dtype=torch.int64, device=k0.device)
+    # The words live on the device of the tensor arguments. Python ints stay Python ints (tensor ops take them as
+    # scalars): turning one into a tensor on a GPU is a host-to-device copy, which stalls every step of the loop.
+    device = next((w.device for w in (key0, key1, ctr0, ctr1) if isinstance(w, torch.Tensor)), None)
+    k0, k1, c0, c1 = (int(w) if isinstance(w, (int, np.integer)) else torch.as_tensor(w, dtype=torch.int64,
+                                                                                      device=device)
+                      for w in (key0, key1, ctr0, ctr1))
     ks = (k0, k1, (k0 ^ k1) ^ _PARITY)
-    x0 = (torch.as_tensor(ctr0, dtype=torch.int64, device=k0.device) + ks[0]) & _MASK
-    x1 = (torch.as_tensor(ctr1, dtype=torch.int64, device=k0.device) + ks[1]) & _MASK
+    x0 = (c0 + ks[0]) & _MASK
+    x1 = (c1 + ks[1]) & _MASK
     for r in range(20):
         x0 = (x0 + x1) & _MASK
         x1 = _rotl(x1, _ROTATIONS[r % 8]) ^ x0
@@ -50,7 +55,7 @@ def threefry2x32(key0, key1, ctr0, ctr1) -> tuple[torch.Tensor, torch.Tensor]:
             s = r // 4 + 1  # key injection after every fourth round
             x0 = (x0 + ks[s % 3]) & _MASK
             x1 = (x1 + ks[(s + 1) % 3] + s) & _MASK
-    return x0, x1
+    return tuple(torch.as_tensor(x, dtype=torch.int64, device=device) for x in (x0, x1))
 
 
 def check_indices(index) -> torch.Tensor:

@@ -4,12 +4,14 @@ import sys
 
 from seminfo.config import STUDY_SECTIONS, ConfigError, experiment_hash, load_schema, validate_config
 from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
+from seminfo.precision import check_own_precision
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
 try:
     config = validate_config(config, load_schema(SCHEMA))
     check_sources(config)  # pretrained models: their folders, from the JSON files (no weights loaded)
+    check_own_precision(config)  # a reduced precision's predicted entropy bias (pretrained: at sampling)
 except ConfigError as err:
     sys.stderr.write(f"seminfo: invalid configuration: {err}\n")
     raise SystemExit(1)

@@ -32,14 +32,18 @@ def _agreement_time(times, diff, tol: float) -> float:
 
 
 def _network_eps_fn(model, batch: int, device):
-    """eps_fn(x, t, y) of ``immse.network_integrand`` from an adapter: chain times t, condition indices y."""
+    """eps_fn(x, t, y) of ``immse.network_integrand`` from an adapter: chain times t, condition indices y; fp32 (TF32
+    off on a GPU: the integrand is a difference of two outputs, which rounding noise biases up)."""
     import torch
+
+    from ..evaluator import network_precision
 
     @torch.inference_mode()
     def eps_fn(x, t, y):
         t_net = torch.tensor([model.network_time(int(v)) for v in t], dtype=model.time_dtype)
-        out = [model(x[i:i + batch].to(device), t_net[i:i + batch].to(device), y[i:i + batch].to(device)).cpu()
-               for i in range(0, x.shape[0], batch)]
+        with network_precision("fp32", torch.device(device)):
+            out = [model(x[i:i + batch].to(device), t_net[i:i + batch].to(device), y[i:i + batch].to(device)).cpu()
+                   for i in range(0, x.shape[0], batch)]
         return torch.cat(out)
 
     return eps_fn
