@@ -9,7 +9,7 @@ from seminfo import decisions as dec
 from seminfo.diffusion import reverse_chain
 from seminfo.posterior import entropy_bits, online_log_posterior, partition_log_posterior
 from seminfo.schedules import make_schedule
-from seminfo.summary import build_summary, entropy_rate, partition_weights
+from seminfo.summary import build_summary, entropy_rate, partition_weights, smoothing_bias
 
 CURVES = ("entropy", "entropy_rate", "entropy_marginal", "mutual_information", "entropy_marginal_rate",
           "partition_entropy", "partition_entropy_rate")
@@ -83,8 +83,14 @@ def test_bands_match_the_normal_approximation():
     L = entropy_rate(t, np.eye(t.size), 2.0)  # row i: the rate of the unit curve e_i, so rate = H @ L
     inside = slice(1, -1)  # at t = T every curve has the same value: no spread to compare with
 
+    means = np.stack([plain[labels == k].mean(0) for k in range(3)])
+    extension = {"entropy_rate": np.abs(smoothing_bias(t, means, 2.0)),
+                 "entropy_marginal_rate": np.abs(smoothing_bias(t, prior @ means, 2.0))}
+
     def check(name, se):
-        width = (ds[f"{name}_ci_high"] - ds[f"{name}_ci_low"]).values[..., inside]
+        # a rate's band = the bootstrap band extended by the estimated smoothing bias (on one side)
+        width = (ds[f"{name}_ci_high"] - ds[f"{name}_ci_low"]).values - extension.get(name, 0.0)
+        width = width[..., inside]
         ratio = width / (2 * 1.959964 * se[..., inside])
         assert np.median(ratio) == pytest.approx(1.0, abs=0.04), name
         assert 0.8 < ratio.min() and ratio.max() < 1.2, (name, ratio.min(), ratio.max())
@@ -169,8 +175,8 @@ COVER_MIX = gmm.Mixture([0.5, 0.3, 0.2], [-0.8, 0.2, 0.9], [0.5, 0.4, 0.4])
 
 def test_acceptance_2_band_coverage_of_the_exact_curves():
     """Over 200 seeded repetitions of a small mixture experiment (exact kernel, exact start, so every Monte Carlo
-    profile is unbiased for the quadrature curve), the pointwise 95 % bands cover the exact curves (for rates, the
-    same smoothing and gradient applied to the exact entropy) at a rate between 90 % and 99 %."""
+    profile is unbiased for the quadrature curve), the pointwise 95 % bands cover the exact curves at a rate between
+    90 % and 99 %; for the rates, drawn smoothed, the true (unsmoothed) rate."""
     chain = reverse_chain(make_schedule("linear", 1000), 20, "small")
     t, smoothing = chain.times / 1000, 1.0
     He = gmm.exact_entropy(COVER_MIX, chain.alpha_bar)
@@ -178,10 +184,10 @@ def test_acceptance_2_band_coverage_of_the_exact_curves():
     Pe = gmm.exact_partition_entropy(COVER_MIX, chain.alpha_bar, side_a, side_b)
     prior = COVER_MIX.weights
     exact = {
-        "entropy": He, "entropy_rate": entropy_rate(t, He, smoothing), "entropy_marginal": prior @ He,
+        "entropy": He, "entropy_rate": entropy_rate(t, He), "entropy_marginal": prior @ He,
         "mutual_information": -(prior * np.log2(prior)).sum() - prior @ He,
-        "entropy_marginal_rate": entropy_rate(t, prior @ He, smoothing),
-        "partition_entropy": Pe[None], "partition_entropy_rate": entropy_rate(t, Pe, smoothing)[None],
+        "entropy_marginal_rate": entropy_rate(t, prior @ He),
+        "partition_entropy": Pe[None], "partition_entropy_rate": entropy_rate(t, Pe)[None],
     }
     labels = np.repeat(np.arange(3), 40)
     covered = {name: [] for name in exact}
@@ -228,3 +234,45 @@ def test_ddpm_collect_carries_the_rao_blackwellised_curves(tmp_path):
     out = xr.open_dataset(tmp_path / "trajectories.nc").load()
     np.testing.assert_array_equal(out["entropy_rb"], np.concatenate(rb))
     assert out["entropy_rb"].attrs["units"] == "bit"
+
+
+def test_smoothing_bias_estimates_what_the_filter_does_to_a_peak():
+    """The smoothing bias of a sharp rate peak, estimated from the smoothed curve alone, has the sign and size of the
+    bias the filter really makes (the smoothed minus the unsmoothed rate of the same curve), to leading order."""
+    t = np.linspace(0, 1, 401)
+    H = 1.0 / (1.0 + np.exp(-(t - 0.5) / 0.02))  # its rate peaks sharply at t = 0.5
+    for s in (2.0, 4.0):
+        truth = entropy_rate(t, H, s) - entropy_rate(t, H)
+        estimate = smoothing_bias(t, H, s)
+        peak = int(np.argmax(entropy_rate(t, H)))
+        assert truth[peak] < 0 and estimate[peak] < 0  # smoothing flattens the peak
+        assert 0.5 < estimate[peak] / truth[peak] < 1.0  # leading order: a slight underestimate at a sharp peak
+    assert np.all(smoothing_bias(t, H, 0.0) == 0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, floor", [("gmm_symmetric", 0.90), ("gmm_asymmetric", 0.90), ("gmm_hierarchical", 0.90),
+                                         ("gmm_highdim", 0.85)])
+def test_drawn_rate_bands_cover_the_true_rate_on_the_default_mixtures(name, floor, tmp_path):
+    """Each default mixture as the workflow runs it (config.yaml: its steps, trajectories, seed, smoothing), through
+    the stages: the 95 % band of every drawn rate covers the true, unsmoothed rate (``entropy_rate_exact``) at the
+    (class, time) points where it exceeds 1 % of its peak, at 0.90 or more (0.85 in 64 dimensions, where starting
+    from the prior leaves a start-up gap). Without the smoothing-bias extension the Rao-Blackwellised rate's band
+    covers 0.89 (gmm_asymmetric) and 0.81 (gmm_highdim)."""
+    from conftest import REPO, SCHEMA
+
+    from seminfo import stages
+    from seminfo.config import load_config
+
+    spec = load_config(REPO / "config.yaml", SCHEMA)["experiments"][name]
+    stages.gmm_sample(spec, name, tmp_path / "sample.nc")
+    stages.gmm_posterior(spec, name, tmp_path / "sample.nc", tmp_path / "posterior.nc")
+    stages.aggregate(spec, name, [tmp_path / "posterior.nc"], tmp_path / "profiles.nc")
+    with xr.open_dataset(tmp_path / "profiles.nc") as ds:
+        truth = ds["entropy_rate_exact"].values
+        mask = np.abs(truth) > 0.01 * np.abs(truth).max(axis=1, keepdims=True)
+        for rate in ("entropy_rate_rb", "entropy_rate"):
+            lo, hi = ds[f"{rate}_ci_low"].values, ds[f"{rate}_ci_high"].values
+            coverage = ((lo <= truth) & (truth <= hi))[mask].mean()
+            print(name, rate, round(coverage, 3))
+            assert coverage >= floor, (rate, coverage)

@@ -146,3 +146,23 @@ def test_convergence_stage_and_figure(tmp_path):
     # one-vs-rest tracking at every S, and the K-class tracker of the same trajectories
     assert ds["ovr_posterior_mean_abs_error"].dims == ("steps",)
     assert np.all(ds["ovr_posterior_mean_abs_error"] > 0) and np.all(ds["ovr_full_posterior_mean_abs_error"] > 0)
+
+
+def test_paired_difference_uses_the_pairs():
+    """Two runs that share their randomness differ by much less than two independent means would: the standard error
+    of the paired differences is that of the differences themselves (and 0 for a run against itself)."""
+    from seminfo.network_convergence import paired_difference
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 200)
+    common = rng.normal(size=(400, 5))
+    h, h_ref = common + 0.1 + 0.05 * rng.normal(size=(400, 5)), common
+    prior = np.array([0.5, 0.5])
+    mean, se = paired_difference(h, h_ref, labels, prior)
+    d = h - h_ref
+    expected_se = np.sqrt(sum(0.25 * d[labels == k].var(0, ddof=1) / 200 for k in (0, 1)))
+    np.testing.assert_allclose(se, expected_se, rtol=1e-12)
+    np.testing.assert_allclose(mean, 0.1, atol=5 * expected_se.max())
+    independent = np.sqrt(2 * sum(0.25 * common[labels == k].var(0, ddof=1) / 200 for k in (0, 1)))
+    assert np.all(se < 0.2 * independent)  # the old, independent-draw error was far too wide
+    assert np.all(paired_difference(h, h, labels, prior)[1] == 0)

@@ -244,3 +244,15 @@ def test_summarize_merges_the_per_class_statistics(tiny_run):
         stages.summarize(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "bad.nc",
                          {"decisions": tiny_run / "other_classes.nc"})
     assert not (tiny_run / "bad.nc").exists()
+
+
+def test_one_vs_rest_decision_times_count_only_trajectories_decided_for_their_class():
+    """A trajectory whose P(c | x_t) ends low was decided for the rest: it has no decision time for c (it used to
+    count, at the time 1 - P crossed the threshold, into the class's median)."""
+    times = np.arange(5.0)  # ascending: index 0 is the end of generation
+    p = np.array([[0.99, 0.97, 0.9, 0.6, 0.5],    # decided for c at t = 2
+                  [0.01, 0.02, 0.05, 0.4, 0.5],   # decided for the rest at t = 2
+                  [0.7, 0.6, 0.55, 0.5, 0.5]])    # never decided
+    dt, for_class = dec.one_vs_rest_decision_times(p, times, 0.8)
+    np.testing.assert_array_equal(np.isnan(dt), [False, True, True])
+    assert dt[0] == 2.0 and for_class.tolist() == [True, False, True]

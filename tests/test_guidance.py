@@ -8,7 +8,7 @@ from test_ddpm_sample import ExactMixtureEps
 from seminfo import gmm
 from seminfo.diffusion import reverse_chain
 from seminfo.guidance import Guidance
-from seminfo.one_vs_rest import clipped_posterior, ovr_log_posterior
+from seminfo.one_vs_rest import clipped_posterior, half_prior_posterior, ovr_log_posterior
 from seminfo.posterior import online_log_posterior
 from seminfo.sampler import sample_trajectories
 from seminfo.schedules import make_schedule
@@ -138,3 +138,27 @@ def test_one_vs_rest_error_against_the_exact_posterior_shrinks_with_steps():
     print("mean |P_ovr - P_exact|:", errors)
     assert errors[1000] < errors[100] < errors[25]
     assert errors[1000] < 0.5 * errors[25]
+
+
+def test_half_prior_posterior_against_the_exact_mixture():
+    """``target_prior: half`` is the posterior of c against the rest under 1:1 prior odds. From the one-vs-rest
+    P(c | path), started at the class prior, it tracks the same quantity of the exact P(c | x_t) (an unequal-prior
+    mixture, exact null eps, 250 steps); starting the recursion at log 1/2 instead (P / (2 pi_c), clipped at 1) does
+    not."""
+    mix = MIX
+    chain = reverse_chain(SCHED, 250, "small")
+    labels = np.repeat(np.arange(mix.K), 300)
+    rows = np.arange(labels.size)
+    x, _ = gmm.sample_paths(mix, chain, labels, "ddpm", "prior", np.random.default_rng(3))
+    inc = gmm.path_ovr_increments(mix, chain, x, "ddpm", 1)[rows, :, labels]
+    P, _, _ = clipped_posterior(ovr_log_posterior(mix.log_prior[labels], inc))
+    exact = np.exp(gmm.exact_log_posterior(mix, x[:, 1:], chain.alpha_bar[1:]))[rows, :, labels]
+    prior = mix.weights[labels][:, None]
+    truth = half_prior_posterior(exact, prior)
+    error = float(np.abs(half_prior_posterior(P, prior) - truth).mean())
+    started_at_half = np.minimum(1.0, P / (2.0 * prior))
+    old_error = float(np.abs(started_at_half - truth).mean())
+    print("mean error of the half-prior posterior:", error, "started at log 1/2:", old_error)
+    assert error < 0.03 and old_error > 3 * error
+    np.testing.assert_allclose(half_prior_posterior(prior, prior), 0.5)  # 1/2 where P is the prior
+    np.testing.assert_allclose(half_prior_posterior(np.array([0.0, 1.0]), 0.1), [0.0, 1.0])

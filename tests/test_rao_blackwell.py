@@ -149,3 +149,19 @@ def test_network_gram_expectation_is_the_mean_realised_change(decisive_unet):
     assert np.abs(z).max() < 4
     assert np.all(rb.var(0) < realised.var(0))
     assert np.abs(realised.mean(0)).max() > 10 * (noise.std(0, ddof=1) / np.sqrt(labels.size)).max()
+
+
+def test_each_trajectory_has_its_own_quasi_monte_carlo_rule():
+    """Above rank 2 the quadrature error of the expectation must not be one error shared by every trajectory of a
+    step (the bands could not see it): identical trajectories get independent randomisations, whose estimates
+    scatter around the noise average and agree with it on average."""
+    rng = np.random.default_rng(11)
+    K, D, sigma, n = 5, 7, 0.4, 400
+    delta = rng.normal(size=(K, D)) * 0.5
+    delta -= delta[0]
+    log_post = normalize_log(rng.normal(size=K))
+    truth, truth_se = _brute_force(log_post, delta, sigma, rng)
+    inc, w = rao_blackwell.shared_sigma_increments(np.repeat((delta @ delta.T)[None], n, 0), sigma, [0, 3])
+    h = rao_blackwell.expected_entropies(np.repeat(log_post[None], n, 0), inc, w)[0]
+    assert h.std() > 0  # one shared rule would give n identical values
+    assert abs(h.mean() - truth) < 4 * np.sqrt(truth_se**2 + h.var(ddof=1) / n)

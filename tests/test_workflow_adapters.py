@@ -33,6 +33,9 @@ def run_dir(tmp_path_factory):
                 "model": {"source": "dit", "path": str(dit_twin(d / "dit", class_scale=0.3)),
                           "classes": ["golden retriever", "Labrador retriever", 4]},
                 "partitions": {"dogs_vs_cat": [["golden retriever", "Labrador retriever"], ["tabby"]]}},
+        "unet_guided": {"kind": "ddpm", "sampling": SAMPLING | {"guidance": {"scale": 2.0}}, "immse": STUDY,
+                        "model": {"source": "diffusers", "path": str(d / "unet"), "null_label": 3,
+                                  "class_names": ["zero", "one", "two"]}},
         "sd": {"kind": "ddpm", "sampling": SAMPLING, "immse": {"enable": False},
                "model": {"source": "stable_diffusion", "path": str(sd_twin(d / "sd")),
                          "prompts": ["a red cat", "a blue cat"]}},
@@ -110,3 +113,15 @@ def test_a_missing_model_folder_stops_before_any_job(run_dir, tmp_path):
     assert f"seminfo: invalid configuration: experiments.dit.model.path: '{tmp_path / 'gone'}' does not exist " \
            "(rule: model-folder)" in proc.stderr
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_a_guided_pretrained_model_skips_what_needs_unguided_samples(run_dir):
+    """With guidance a pretrained model's samples are guided, not draws of its p(x0 | c): the I-MMSE study (on by
+    default) and the speciation time, which take x0 from them, are skipped, and the files say why; the rest runs."""
+    res = run_dir / "results" / "unet_guided"
+    assert not (res / "immse.nc").exists()
+    s = results(run_dir, "unet_guided", "summary.nc")
+    assert "guided samples" in s.attrs["speciation_skipped"] and "speciation_time" not in s.attrs
+    assert {"entropy", "model_entropy", "decision_time_median"} <= set(s.data_vars)
+    assert (res / "figures" / "decisions.png").stat().st_size > 1000

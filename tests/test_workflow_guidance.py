@@ -14,7 +14,7 @@ BASE = {
     "schedule": {"name": "linear", "T": 100},
     "train": {"steps": 12, "batch_size": 32, "checkpoint_every": 12, "warmup": 2},
     "analysis": {"rate_smoothing": 1, "bootstrap_resamples": 100},
-    "immse": {"enable": False},
+    "immse": {"samples": 24, "points": 6},  # on, as by default, but small
     "plots": {"dpi": 50},
 }
 CONFIG = {"experiments": {
@@ -29,6 +29,10 @@ CONFIG = {"experiments": {
     "ovr": BASE | {
         "sampling": {"steps": 8, "trajectories_per_class": 3, "batch_size": 24, "snapshots": 3,
                      "tracking": "one_vs_rest", "targets": ["0", "7"], "target_prior": "half"},
+    },
+    "ovr_all": BASE | {  # every class tracked, under an unequal class prior
+        "sampling": {"steps": 8, "trajectories_per_class": 3, "batch_size": 24, "snapshots": 3,
+                     "tracking": "one_vs_rest", "class_prior": [0.5, 0.3, 0.2]},
     },
 }}
 
@@ -110,3 +114,31 @@ def test_network_step_convergence(run_dir):
     shared = np.isfinite(c["bias_vs_finest"].sel(steps=4).values)
     assert c["time"].values[shared].tolist() == [25, 50, 75, 100]
     assert (res / "figures" / "convergence.png").stat().st_size > 5000
+
+
+@pytest.mark.slow
+def test_default_studies_run_or_say_why_not(run_dir):
+    """Every default study runs for one-vs-rest (with and without targets) and guided experiments; where the I-MMSE
+    estimate cannot be compared with the trajectories' I(c; x_t) (none with one-vs-rest; another family under
+    guidance) immse.nc and summary.nc say why and hold no difference."""
+    for name in ("guided", "ovr", "ovr_all"):
+        res = run_dir / "results" / name
+        immse = xr.open_dataset(res / "immse.nc")
+        summary = xr.open_dataset(res / "summary.nc")
+        assert "mutual_information_immse" in summary and "mutual_information_difference" not in immse
+        reason = summary.attrs["immse_comparison_skipped"]
+        assert reason == immse.attrs["comparison_skipped"]
+        assert ("one-vs-rest" in reason) if name.startswith("ovr") else ("guided" in reason)
+        assert (res / "figures" / "immse.png").stat().st_size > 1000
+        assert "decision_time_median" in summary
+
+
+@pytest.mark.slow
+def test_the_class_prior_is_where_tracking_starts(run_dir):
+    """sampling.class_prior: one-vs-rest starts each trajectory's P(c | path) at its class's prior."""
+    res = run_dir / "results" / "ovr_all"
+    tr = xr.open_dataset(res / "trajectories.nc")
+    start = tr["posterior_target"].isel(time=-1).values
+    np.testing.assert_allclose(start, np.array([0.5, 0.3, 0.2])[tr["label"].values], rtol=1e-6)
+    sample = xr.open_dataset(res / "shards" / "sample_0.nc")
+    np.testing.assert_allclose(sample["prior"].values, [0.5, 0.3, 0.2])

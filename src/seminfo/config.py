@@ -315,6 +315,10 @@ def check_guidance_and_tracking(spec: dict, key: str, T: int, names: list[str] |
                               "ddim (rule: guided-kernel)")
         if spec["mixture"].get("dim", 1) != 1:
             raise ConfigError(f"{key}.sampling.guidance: applies to 1-D mixtures (rule: guided-kernel)")
+    prior = s.get("class_prior")
+    if prior is not None and names is not None and len(prior) != len(names):
+        raise ConfigError(f"{key}.sampling.class_prior: {len(prior)} weights for {len(names)} conditions "
+                          "(rule: class-prior)")
     for name in ("targets", "target_prior"):
         if name in s and not ovr:
             raise ConfigError(f"{key}.sampling.{name}: applies to tracking one_vs_rest only (rule: unused-key)")

@@ -56,6 +56,15 @@ def decision_times(posterior, times, threshold: float):
     return out, final
 
 
+def one_vs_rest_decision_times(p, times, threshold: float):
+    """One-vs-rest: the time each trajectory was decided *for its class* (P(c | x_t) stays above ``threshold`` from
+    then on; NaN when it was not, including trajectories decided for the rest) and whether it ended decided for
+    its class (P(c | x_0) > 1/2): (N,) float and (N,) bool. ``p`` (N, G) on the ascending grid ``times``."""
+    p = np.asarray(p, dtype=np.float64)
+    dt, side = decision_times(np.stack([p, 1.0 - p], axis=-1), times, threshold)
+    return np.where(side == 0, dt, np.nan), side == 0
+
+
 def bootstrap_median(values, resamples: int, rng: np.random.Generator, confidence: float = CONFIDENCE):
     """Median of the finite ``values`` and a percentile-bootstrap interval (resampling all values, NaN included,
     so the share of undecided trajectories varies between replicates). NaN when nothing is finite."""

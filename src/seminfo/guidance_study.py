@@ -58,16 +58,19 @@ def settings(scales, intervals, T: int) -> list[tuple[float, str, Guidance | Non
     return out
 
 
-def run_setting(model, chain, labels, indices, seed: int, guidance, batch: int, device, null_tracking: bool):
-    """Sample one setting; return per-trajectory curves on the ascending posterior grid and the final states."""
+def run_setting(model, chain, labels, indices, seed: int, guidance, batch: int, device, null_tracking: bool,
+                prior=None):
+    """Sample one setting; return per-trajectory curves on the ascending posterior grid and the final states.
+    ``prior``: the class prior the posteriors start from (None: uniform)."""
     from .sampler import sample_trajectories
 
     K = model.num_conditions
+    prior = np.full(K, 1.0 / K) if prior is None else np.asarray(prior, dtype=np.float64)
     stats = {}
     out = sample_trajectories(model, chain, labels, indices, seed, eval_batch=batch, device=device, progress=False,
                               guidance=guidance, null_tracking=null_tracking, stats=stats)
     n = labels.size
-    log_start = np.full((n, K), -np.log(K))
+    log_start = np.broadcast_to(np.log(prior), (n, K))
     log_post = online_log_posterior(log_start, out.increments)
     h = entropy_bits(log_post)
     sigma = chain.sigma[chain.posterior_start:]
@@ -89,9 +92,11 @@ def run_setting(model, chain, labels, indices, seed: int, guidance, batch: int, 
     return result
 
 
-def setting_profiles(curves: dict, labels, K: int, t, smoothing: float, resamples: int, seed: int) -> dict:
-    """Per-class and marginal profiles of one setting with bootstrap intervals (uniform class prior)."""
-    prior = np.full(K, 1.0 / K)
+def setting_profiles(curves: dict, labels, K: int, t, smoothing: float, resamples: int, seed: int,
+                     prior=None) -> dict:
+    """Per-class and marginal profiles of one setting with bootstrap intervals (marginal weights: the class prior,
+    uniform when None)."""
+    prior = np.full(K, 1.0 / K) if prior is None else np.asarray(prior, dtype=np.float64)
     eye = np.eye(K)
     reps_h, reps_rb, reps_m = bootstrap.replicate_means(
         [(curves["entropy"], np.vstack([eye, prior])), (curves["entropy_rb"], np.vstack([eye, prior])),
@@ -132,11 +137,12 @@ def _var(dims, data, long_name, units):
 def guidance_stage(spec: dict, experiment: str, model_path, output, options: dict, figure=None,
                    dpi: int = 150) -> None:
     """The guidance sweep of an experiment → guidance.nc (+ its figure) (rule guidance)."""
-    from .network_stages import checked_adapter, device
+    from .network_stages import checked_adapter, class_prior, device
 
     dev = device()
     model = checked_adapter(spec, model_path, dev)
     K, T = model.num_conditions, model.schedule.T
+    prior = class_prior(spec["sampling"], K)
     sampling = {k: v for k, v in spec["sampling"].items() if k not in ("guidance", "tracking", "targets")}
     chain = sampler_chain(model.schedule, sampling | {"steps": int(options["steps"])})
     per_class, seed = int(options["trajectories_per_class"]), int(options["seed"])
@@ -155,9 +161,9 @@ def guidance_stage(spec: dict, experiment: str, model_path, output, options: dic
     results, ovr = {}, None
     for w, name, guidance in settings(scales, intervals, T):
         curves = run_setting(model, chain, labels, indices, seed, guidance, int(spec["sampling"]["batch_size"]),
-                             dev, null_tracking=guidance is None)
+                             dev, null_tracking=guidance is None, prior=prior)
         ovr = curves.get("ovr", ovr)
-        prof = setting_profiles(curves, labels, K, t, smoothing, resamples, boot_seed)
+        prof = setting_profiles(curves, labels, K, t, smoothing, resamples, boot_seed, prior)
         prof["evaluations"] = curves["evaluations"]
         if digits:
             prof["agreement"] = _agreement(model, curves["final"], labels, dev)

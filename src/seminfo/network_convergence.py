@@ -4,8 +4,10 @@ The online update is exact Bayes for the chain that ran, so with S steps it give
 P(c | x_t) only as S -> inf (``seminfo.sampler``). A network model has no exact curve to compare with, so the finest
 step count stands in for the limit: per S, the class and marginal entropy profiles on that chain's grid, and their
 difference to the finest S at the grid times they share (every coarser grid is a subset of the finest one when T is a
-multiple of the step counts), with the standard error of the difference (independent draws at each S). What this
-estimates is the bias of the coarser chain relative to the finest, itself below H(c | x_t) by its own (smaller) bias.
+multiple of the step counts), with the standard error of the difference. The runs share their seeds (every
+trajectory starts from the same x_T at every S), so the difference is taken trajectory by trajectory and its standard
+error is that of the paired differences (``paired_difference``), not of two independent means. What this estimates
+is the bias of the coarser chain relative to the finest, itself below H(c | x_t) by its own (smaller) bias.
 """
 
 from __future__ import annotations
@@ -23,11 +25,22 @@ from .stages import class_layout
 
 log = logging.getLogger(__name__)
 
-__all__ = ["network_convergence_stage"]
+__all__ = ["network_convergence_stage", "paired_difference"]
+
+
+def paired_difference(h, h_ref, labels, prior):
+    """Prior-weighted mean of per-trajectory differences h - h_ref (N, G) of the same trajectories (class-stratified:
+    each class's mean difference, weighted by ``prior``) and its standard error from the paired differences."""
+    d = np.asarray(h, dtype=np.float64) - np.asarray(h_ref, dtype=np.float64)
+    K = len(prior)
+    means = np.stack([d[labels == k].mean(0) for k in range(K)])
+    var = np.stack([d[labels == k].var(0, ddof=1) / (labels == k).sum() for k in range(K)])
+    return np.asarray(prior) @ means, np.sqrt(np.asarray(prior) ** 2 @ var)
 
 
 def _profiles(model, chain, labels, seed: int, batch: int, device):
-    """Per-class mean entropy (K, G) and its standard error on the chain's posterior grid."""
+    """Per-class mean entropy (K, G), its standard error on the chain's posterior grid, and the per-trajectory
+    entropies (N, G)."""
     from .sampler import sample_trajectories
 
     K = model.num_conditions
@@ -36,7 +49,7 @@ def _profiles(model, chain, labels, seed: int, batch: int, device):
     h = entropy_bits(online_log_posterior(np.full((labels.size, K), -np.log(K)), out.increments))
     H = np.stack([h[labels == k].mean(0) for k in range(K)])
     se = np.stack([h[labels == k].std(0, ddof=1) / np.sqrt((labels == k).sum()) for k in range(K)])
-    return H, se
+    return H, se, h
 
 
 def network_convergence_stage(spec: dict, experiment: str, model_path, output, options: dict, figure=None,
@@ -63,13 +76,16 @@ def network_convergence_stage(spec: dict, experiment: str, model_path, output, o
     se = np.full_like(H, np.nan)
     for b, S in enumerate(steps):
         cols = np.searchsorted(union, grids[S])
-        H[b][:, cols], se[b][:, cols] = profiles[S]
+        H[b][:, cols], se[b][:, cols] = profiles[S][:2]
     prior = np.full(K, 1.0 / K)
     marginal = np.einsum("k,bkt->bt", prior, H)
     marginal_se = np.sqrt(np.einsum("k,bkt->bt", prior**2, se**2))
-    ref, ref_se = marginal[-1], marginal_se[-1]
-    bias = marginal - ref  # where both grids have the time
-    bias_se = np.sqrt(marginal_se**2 + ref_se**2)
+    bias, bias_se = np.full_like(marginal, np.nan), np.full_like(marginal, np.nan)
+    ref_grid, h_ref = grids[steps[-1]], profiles[steps[-1]][2]
+    for b, S in enumerate(steps):  # at the times both grids have, trajectory by trajectory
+        common, mine, theirs = np.intersect1d(grids[S], ref_grid, return_indices=True)
+        cols = np.searchsorted(union, common)
+        bias[b, cols], bias_se[b, cols] = paired_difference(profiles[S][2][:, mine], h_ref[:, theirs], labels, prior)
     shared = np.isfinite(bias)
     bias_max = np.array([np.nanmax(np.abs(b)) if np.isfinite(b).any() else np.nan for b in bias])
     bias_mean = np.array([np.nanmean(b) if np.isfinite(b).any() else np.nan for b in bias])
@@ -86,7 +102,8 @@ def network_convergence_stage(spec: dict, experiment: str, model_path, output, o
         "entropy_marginal_sem": (("steps", "time"), marginal_se, {"long_name": "its standard error", "units": "bit"}),
         "bias_vs_finest": (("steps", "time"), bias, {"long_name": "H(c | path) minus that of the finest S, at the "
                                                                   "times both grids have", "units": "bit"}),
-        "bias_vs_finest_se": (("steps", "time"), bias_se, {"long_name": "standard error of the difference",
+        "bias_vs_finest_se": (("steps", "time"), bias_se, {"long_name": "standard error of the difference (paired: "
+                                                                        "the same trajectories' seeds)",
                                                            "units": "bit"}),
         "bias_vs_finest_max_abs": ("steps", bias_max, {"long_name": "largest |difference| to the finest S",
                                                        "units": "bit"}),

@@ -25,7 +25,7 @@ from .diffusion import sampler_chain
 from .io import InputError, atomic_path, open_checked, packing, provenance, write_netcdf
 from .models import adapter_record, is_pretrained, load_adapter, model_source
 from .precision import check_experiment_precision
-from .one_vs_rest import binary_entropy_bits, clipped_posterior, ovr_log_posterior
+from .one_vs_rest import binary_entropy_bits, clipped_posterior, half_prior_posterior, ovr_log_posterior
 from .posterior import online_log_posterior
 from .rao_blackwell import shared_sigma_expected_entropies
 from .sampler import sample_trajectories
@@ -33,7 +33,7 @@ from .stages import class_layout, concat_shards, model_posterior_variables, reso
 
 log = logging.getLogger(__name__)
 
-__all__ = ["device", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions", "model_check",
+__all__ = ["device", "class_prior", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions", "model_check",
            "sample_shard", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
 
 STATE_DIMS = ("state_channel", "state_y", "state_x")
@@ -156,7 +156,8 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         "label": ("traj", slots[idx]),
         "member": ("traj", members[idx]),
         "traj_index": ("traj", idx),
-        "prior": ("class", _start_prior(s, K, targets.size)),
+        "prior": ("class", class_prior(s, K)[targets], {"long_name": "class prior P(c) of the tracked classes "
+                                                        "(sampling.class_prior; uniform when absent)", "units": "1"}),
         "image": (("traj", "channel", "y", "x"), decode_states(model, out.final, dev)),
         "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), decode_states(model, out.snapshots, dev),
                          {"long_name": "predicted x0 along example trajectories", "units": "1"}),
@@ -197,11 +198,18 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     log.info("wrote %s", output)
 
 
-def _start_prior(sampling: dict, K: int, n_tracked: int) -> np.ndarray:
-    """P(c | x_T) of the tracked classes: the uniform class prior 1/K, or 1/2 for one-vs-rest with ``half``."""
-    if sampling.get("tracking") == "one_vs_rest" and sampling.get("target_prior") == "half":
-        return np.full(n_tracked, 0.5)
-    return np.full(n_tracked, 1.0 / K)
+def class_prior(sampling: dict, K: int) -> np.ndarray:
+    """The class prior P(c) of a network model's K conditions: ``sampling.class_prior`` normalised, or uniform.
+
+    It is where full and one-vs-rest tracking start (P(c | x_T)), and the weights of H(c | x_t). A model trained on
+    imbalanced data (its null model too) encodes its training prior: set it to that."""
+    given = sampling.get("class_prior")
+    if given is None:
+        return np.full(K, 1.0 / K)
+    prior = np.asarray(given, dtype=np.float64)
+    if prior.shape != (K,) or not np.all(prior > 0):
+        raise InputError(f"sampling.class_prior: needs {K} positive weights (one per condition), got {list(given)}")
+    return prior / prior.sum()
 
 
 def shard_posterior(spec: dict, experiment: str, sample, output) -> None:
@@ -212,7 +220,7 @@ def shard_posterior(spec: dict, experiment: str, sample, output) -> None:
     """
     ds = open_checked(sample, experiment_hash(spec), required=("label", "prior"))
     if "ovr_increment" in ds and "increment" not in ds:
-        out = ovr_dataset(ds, spec["sampling"]["examples_per_class"])
+        out = ovr_dataset(ds, spec["sampling"]["examples_per_class"], spec["sampling"].get("target_prior", "class"))
     else:
         if "increment" not in ds:
             raise InputError(f"{sample}: lacks variables ['increment']")
@@ -238,23 +246,33 @@ def shard_posterior(spec: dict, experiment: str, sample, output) -> None:
     log.info("wrote %s", output)
 
 
-def ovr_dataset(ds: xr.Dataset, examples_per_class: int) -> xr.Dataset:
-    """Per-trajectory one-vs-rest quantities (``seminfo.one_vs_rest``) of a sample shard: P(c | x_t) of each
-    trajectory's class c, clipped at 1, its binary entropy, and the clipping diagnostics as attributes."""
+def ovr_dataset(ds: xr.Dataset, examples_per_class: int, target_prior: str = "class") -> xr.Dataset:
+    """Per-trajectory one-vs-rest quantities (``seminfo.one_vs_rest``) of a sample shard: P(c | path) of each
+    trajectory's class c, started at its class prior and clipped at 1 (with ``target_prior`` 'half': its posterior
+    under 1:1 prior odds against the rest, ``half_prior_posterior``), its binary entropy, and the clipping
+    diagnostics as attributes."""
     labels, members = ds["label"].values, ds["member"].values
     prior = ds["prior"].values
     log_p = ovr_log_posterior(np.log(prior[labels]), ds["ovr_increment"].values)
     p, clipped, excess = clipped_posterior(log_p)
+    what = "one-vs-rest P(c | path) of the trajectory's class c (an approximation exact as the step -> 0)"
+    start = prior
+    if target_prior == "half":
+        p = half_prior_posterior(p, prior[labels][:, None])
+        what = ("one-vs-rest posterior of the trajectory's class c against the rest under 1:1 prior odds (from P(c | "
+                "path), an approximation exact as the step -> 0)")
+        start = np.full(prior.shape, 0.5)
     examples = np.flatnonzero(members < examples_per_class)
-    what = "one-vs-rest P(c | x_t) of the trajectory's class c (an approximation exact as the step -> 0)"
-    attrs = dict(ds.attrs) | {"ovr_clipped_fraction": clipped, "ovr_max_log_excess": excess}
+    attrs = dict(ds.attrs) | {"ovr_clipped_fraction": clipped, "ovr_max_log_excess": excess,
+                              "ovr_target_prior": target_prior}
     log.info("one-vs-rest: log P > 0 at %.3g of (trajectory, time) points, by at most %.3g nat (reported P = 1)",
              clipped, excess)
     return xr.Dataset(
         {
             "label": ("traj", labels),
             "member": ("traj", members),
-            "prior": ("class", prior, {"long_name": "P(c | x_T) the one-vs-rest posterior starts from", "units": "1"}),
+            "prior": ("class", start, {"long_name": "the reported posterior at t = T (the class prior, or 1/2 under "
+                                                    "1:1 prior odds)", "units": "1"}),
             "entropy": (("traj", "time"), binary_entropy_bits(p).astype(np.float32),
                         {"long_name": "binary entropy h(P(c | x_t)) of the trajectory's class against the rest",
                          "units": "bit"}),

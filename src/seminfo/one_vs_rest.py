@@ -27,6 +27,15 @@ adds its own error, eps_null - sum_j P_j eps_j, to mu_null.
 
 The recursion is not normalised over the classes, so log P may exceed 0 (P > 1) by the accumulated error; the
 posterior reported is min(P, 1), and how often and by how much it was clipped is recorded.
+
+The start. The null model is trained under the class prior pi of its data, so the summed increments approximate
+log P(c | path) - log pi_c: started at log pi_c they give the posterior. The "half-prior" posterior of the 2026
+follow-up is another quantity: the posterior of c against not-c when the prior odds are 1:1,
+
+    P_1/2 = odds / (1 + odds),   odds = P / (1 - P) * (1 - pi_c) / pi_c,
+
+(``half_prior_posterior``), which is 1/2 at t = T whatever K, and is computed from P, not by starting the recursion at
+log 1/2 (that would give P / (2 pi_c), K/2 times P for a uniform prior, clipped at 1).
 """
 
 from __future__ import annotations
@@ -35,13 +44,14 @@ import numpy as np
 
 from .posterior import binary_entropy_bits
 
-__all__ = ["ovr_log_posterior", "binary_entropy_bits", "clipped_posterior"]  # binary_entropy_bits: re-exported
+__all__ = ["ovr_log_posterior", "binary_entropy_bits", "clipped_posterior", "half_prior_posterior"]
+# binary_entropy_bits: re-exported
 
 
 def ovr_log_posterior(log_start, increments):
     """log P(c | x_t) on the ascending grid from the one-vs-rest increments of each step.
 
-    log_start   (N,)      log P(c | x_T): the class prior, or log 1/2
+    log_start   (N,)      log P(c | x_T): the class prior log pi_c
     increments  (N, S')   log N(x_t'; mu_c) - log N(x_t'; mu_null) of the steps, index j for grid j+1 -> j
     returns     (N, S'+1) unclipped (may exceed 0; see the module docstring)
     """
@@ -57,3 +67,12 @@ def clipped_posterior(log_p):
     log_p = np.asarray(log_p, dtype=np.float64)
     excess = np.maximum(log_p, 0.0)
     return np.exp(np.minimum(log_p, 0.0)), float((excess > 0).mean()), float(excess.max())
+
+
+def half_prior_posterior(p, prior):
+    """P(c | path) under 1:1 prior odds of c against the rest, from the posterior ``p`` under the class prior
+    ``prior`` = pi_c (broadcast against p): odds P / (1 - P) * (1 - pi_c) / pi_c, as a probability (1 where P = 1)."""
+    p = np.asarray(p, dtype=np.float64)
+    prior = np.asarray(prior, dtype=np.float64)
+    num = p * (1.0 - prior)
+    return num / (num + (1.0 - p) * prior)

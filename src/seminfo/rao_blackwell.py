@@ -15,7 +15,10 @@ log P'(c) = log P(c) + inc_c(z), normalised, it is E_z[h(softmax(log P + inc(z))
   is N(0, M) with M = G / sigma^2, G the K x K Gram matrix of the delta_c. So the integral is K-dimensional whatever
   D is: Gauss–Hermite on the eigen-directions of M when its rank is at most 2, otherwise randomised quasi-Monte Carlo
   (scrambled Sobol points through the normal quantile, equal weights), which keeps the estimate unbiased
-  (``shared_sigma_increments``).
+  (``shared_sigma_increments``). Each trajectory gets its own randomisation (the step's scrambled point set shifted
+  by a uniform vector of the trajectory's, modulo 1: a Cranley–Patterson rotation), so the quadrature errors of
+  different trajectories are independent: they average out over trajectories and are part of the spread the
+  bootstrap bands measure, instead of one error shared by every trajectory of the step.
 
 Summing the expected changes instead of the realised ones gives per-trajectory curves (``rao_blackwell_curves``)
 whose mean is E[h(x_t)] at every t and whose step differences carry no step noise; the rate estimated from them
@@ -53,11 +56,13 @@ def gauss_hermite(n: int = GAUSS_HERMITE_NODES) -> tuple[np.ndarray, np.ndarray]
     return nodes, weights / weights.sum()
 
 
-def normal_points(dim: int, seed, tensor_max_rank: int = 2) -> tuple[np.ndarray, np.ndarray]:
+def normal_points(dim: int, seed, tensor_max_rank: int = 2, shifts: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Points xi (Q, dim) and weights (Q,) with sum_q w_q f(xi_q) ~ E[f(xi)], xi ~ N(0, I_dim).
 
     Tensor Gauss–Hermite for dim <= ``tensor_max_rank``; above, 2^QMC_POINTS_LOG2 scrambled Sobol points (seeded by
-    ``seed``) mapped through the normal quantile, which makes the estimate of E[f] unbiased.
+    ``seed``) mapped through the normal quantile, which makes the estimate of E[f] unbiased. With ``shifts`` = n
+    (above ``tensor_max_rank`` only) the points are (n, Q, dim): the set rotated by n independent uniform shifts
+    modulo 1, each an unbiased randomised QMC rule of its own.
     """
     if dim <= tensor_max_rank:
         nodes, weights = gauss_hermite()
@@ -68,9 +73,12 @@ def normal_points(dim: int, seed, tensor_max_rank: int = 2) -> tuple[np.ndarray,
         return np.stack([g.ravel() for g in grids], axis=1), wgrid.ravel()
     from scipy.stats import qmc  # imported here: scipy.stats is slow to import, and most runs need no Sobol points
 
-    u = qmc.Sobol(dim, scramble=True, seed=np.random.default_rng(seed)).random_base2(QMC_POINTS_LOG2)
+    rng = np.random.default_rng(seed)
+    u = qmc.Sobol(dim, scramble=True, seed=rng).random_base2(QMC_POINTS_LOG2)
+    if shifts is not None:
+        u = (u[None] + rng.random((shifts, 1, dim))) % 1.0
     u = np.clip(u, 1e-12, 1.0 - 1e-12)
-    return ndtri(u), np.full(u.shape[0], 1.0 / u.shape[0])
+    return ndtri(u), np.full(u.shape[-2], 1.0 / u.shape[-2])
 
 
 def expected_entropies(log_post, increments, weights, partitions=()):
@@ -126,8 +134,9 @@ def shared_sigma_increments(gram, sigma: float, seed, realised=None):
     rank = int((lam > _RANK_TOL * max(lam.max(), 1e-300)).sum(-1).max()) if lam.size else 0
     rank = max(rank, 1)
     L = vec[..., -rank:] * np.sqrt(lam[..., None, -rank:])  # (N, K, r): w = L xi, xi ~ N(0, I_r)
-    points, weights = normal_points(rank, seed)
-    inc = -0.5 * np.diagonal(M, axis1=1, axis2=2)[:, None, :] + np.einsum("nkr,qr->nqk", L, points)
+    points, weights = normal_points(rank, seed, shifts=M.shape[0])  # (Q, r), or (N, Q, r): one rule per trajectory
+    spec = "nkr,qr->nqk" if points.ndim == 2 else "nkr,nqr->nqk"
+    inc = -0.5 * np.diagonal(M, axis1=1, axis2=2)[:, None, :] + np.einsum(spec, L, points)
     if realised is not None:
         inc = np.where((np.asarray(realised) <= PRUNED)[:, None, :], PRUNED, inc)
     return inc, weights

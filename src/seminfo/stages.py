@@ -293,7 +293,8 @@ def aggregate(spec: dict, experiment: str, posteriors, summary) -> None:
     resamples = int(analysis.get("bootstrap_resamples", RESAMPLES))
     seed = int(analysis.get("bootstrap_seed", SEED))
     start = time.perf_counter()
-    ds = build_summary(traj, analysis["rate_smoothing"], exact, resamples=resamples, seed=seed)
+    ds = build_summary(traj, analysis["rate_smoothing"], exact, resamples=resamples, seed=seed,
+                       rb_rate_smoothing=analysis.get("rb_rate_smoothing"))
     log.info("profiles with %d-replicate bootstrap bands (seed %d) in %.2f s", resamples, seed,
              time.perf_counter() - start)
     ds.attrs["seed"] = spec["sampling"]["seed"]
@@ -363,7 +364,8 @@ STUDY_MERGE = {
                   "peak_curves": "decision_peak_curves", "peak_interval_method": "decision_peak_interval_method",
                   "speciation_eigenvalue": None, "speciation_ou_time": None, "speciation_time": None,
                   "speciation_note": None, "marginal_entropy_rate_peak_time": None,
-                  "marginal_entropy_rate_peak_source": None, "marginal_peak_minus_speciation": None},
+                  "marginal_entropy_rate_peak_source": None, "marginal_peak_minus_speciation": None,
+                  "speciation_skipped": None},
         "nan_allowed": ("decision_time", "decision_time_median", "decision_time_ci_low", "decision_time_ci_high"),
     },
     "immse": {
@@ -375,7 +377,8 @@ STUDY_MERGE = {
                   "discrepancy_mean_abs_bits": "immse_discrepancy_mean_abs_bits",
                   "agreement_tolerance_bits": "immse_agreement_tolerance_bits",
                   "agreement_from_time": "immse_agreement_from_time", "immse_max_se_bits": None,
-                  "immse_max_abs_error_vs_exact_bits": None, "trajectory_max_abs_error_vs_exact_bits": None},
+                  "immse_max_abs_error_vs_exact_bits": None, "trajectory_max_abs_error_vs_exact_bits": None,
+                  "comparison_skipped": "immse_comparison_skipped"},
         "nan_allowed": (),
     },
 }

@@ -12,6 +12,13 @@ same functions of its class means as the point estimates (prior weights for H(c 
 partition), and its rate is ``entropy_rate`` (same smoothing) of its mean curve. The bands are stored as
 ``<variable>_ci_low`` / ``<variable>_ci_high``.
 
+A smoothed rate estimates the smoothed true rate; near a peak the smoothing flattens the curve, a bias the
+bootstrap does not see. A smoothed rate's band is therefore extended by the estimated smoothing bias
+(``smoothing_bias``): to leading order the bias of a Gaussian filter of width s is (s^2 / 2) r'', and filtering the
+smoothed estimate once more changes it by the same amount, so b = G_s(r_s) - r_s estimates it from the data, and the
+band [lo, hi] becomes [min(lo, lo - b), max(hi, hi - b)]: it covers the unsmoothed true rate, not only the smoothed
+one (``tests/test_bands.py`` measures the coverage on the default mixtures).
+
 Per-trajectory curves ``entropy_rb`` (traj, time) and ``partition_entropy_rb`` (partition, traj, time), when the
 posterior stage provides them, are Rao-Blackwellised curves: same mean as ``entropy``, step differences equal to
 the expected change given x_t. Their rates are added as ``entropy_rate_rb``, ``entropy_marginal_rate_rb`` and
@@ -27,7 +34,7 @@ from scipy.ndimage import gaussian_filter1d
 from .bootstrap import CONFIDENCE, RESAMPLES, SEED, percentile_band, replicate_means
 from .posterior import LOG2
 
-__all__ = ["entropy_rate", "class_moments", "partition_weights", "partition_moments", "build_summary",
+__all__ = ["entropy_rate", "smoothing_bias", "rate_band", "class_moments", "partition_weights", "partition_moments", "build_summary",
            "VARIABLE_ATTRS"]
 
 BIT_RATE = "bit per unit time"
@@ -51,7 +58,10 @@ VARIABLE_ATTRS = {
     "partition_entropy_rate_rb": ("decision entropy rate dH(z | x_t)/dt, Rao-Blackwellised", BIT_RATE),
     "entropy_exact": ("exact class entropy (quadrature)", "bit"),
     "entropy_exact_se": ("standard error of the exact class entropy (Monte Carlo of the exact posterior)", "bit"),
-    "entropy_rate_exact": ("exact entropy rate dH/dt", BIT_RATE),
+    "entropy_rate_exact": ("exact entropy rate dH/dt (the true rate: no smoothing)", BIT_RATE),
+    "entropy_rate_exact_smoothed": ("exact entropy rate through the drawn rate's own smoothing (compare with the "
+                                    "estimate's expectation, not with the truth)", BIT_RATE),
+    "entropy_marginal_rate_exact": ("exact rate dH(c | x_t)/dt (no smoothing)", BIT_RATE),
     "entropy_marginal_exact": ("exact conditional entropy H(c | x_t)", "bit"),
     "partition_entropy": ("decision entropy H(z | x_t)", "bit"),
     "partition_entropy_sem": ("standard error of the decision entropy", "bit"),
@@ -75,6 +85,22 @@ def entropy_rate(t, H, smoothing: float = 0.0):
     if smoothing > 0:
         H = gaussian_filter1d(H, smoothing, axis=-1, mode="nearest")
     return np.gradient(H, np.asarray(t, dtype=np.float64), axis=-1)
+
+
+def smoothing_bias(t, H, smoothing: float):
+    """Estimated bias of the smoothed rate ``entropy_rate(t, H, smoothing)`` against the unsmoothed one: the change
+    that one more Gaussian filter of the same width makes to it (module docstring); 0 without smoothing."""
+    r = entropy_rate(t, H, smoothing)
+    if smoothing <= 0:
+        return np.zeros_like(r)
+    return gaussian_filter1d(r, smoothing, axis=-1, mode="nearest") - r
+
+
+def rate_band(t, replicates, means, smoothing: float, axis: int = 1):
+    """Band of the rate of ``means`` (its replicates along ``axis``), extended by the estimated smoothing bias."""
+    lo, hi = percentile_band(entropy_rate(t, replicates, smoothing), axis=axis)
+    bias = smoothing_bias(t, means, smoothing)
+    return np.minimum(lo, lo - bias), np.maximum(hi, hi - bias)
 
 
 def class_moments(values, labels, K: int):
@@ -158,14 +184,13 @@ def _members(traj: xr.Dataset) -> list[list[int]]:
             for p in range(traj.sizes["partition"])]
 
 
-def _bands(t, replicates, smoothing: float, axis: int = 1):
-    """Bands of replicate curves and of their rates (``entropy_rate`` along the last axis)."""
-    return (percentile_band(replicates, axis=axis),
-            percentile_band(entropy_rate(t, replicates, smoothing), axis=axis))
+def _bands(t, replicates, means, smoothing: float, axis: int = 1):
+    """Bands of replicate curves and of their rates (``rate_band``: ``entropy_rate`` along the last axis)."""
+    return percentile_band(replicates, axis=axis), rate_band(t, replicates, means, smoothing, axis)
 
 
 def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | None = None,
-                  resamples: int = RESAMPLES, seed: int = SEED) -> xr.Dataset:
+                  resamples: int = RESAMPLES, seed: int = SEED, rb_rate_smoothing: float | None = None) -> xr.Dataset:
     """Build summary.nc from a per-trajectory dataset.
 
     ``traj`` holds coordinates ``time`` (ascending), ``class``, ``alpha_bar`` (time), attribute ``T`` and
@@ -175,8 +200,10 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     ``exact`` optionally maps 'entropy' -> (K, G) and 'partition_entropy' -> (P, G) analytic curves; where they are
     Monte Carlo averages of the exact posterior (d-dimensional mixtures) also 'entropy_se', 'partition_entropy_se'
     and 'method' (recorded as attribute ``exact_entropy_method``). ``resamples`` and ``seed`` set the stratified
-    bootstrap of the bands.
+    bootstrap of the bands. ``rate_smoothing`` is the Gaussian filter width (grid points) of the plain rates,
+    ``rb_rate_smoothing`` that of the Rao-Blackwellised ones (None: the same).
     """
+    rb_smoothing = rate_smoothing if rb_rate_smoothing is None else float(rb_rate_smoothing)
     T = int(traj.attrs["T"])
     prior = traj["prior"].values
     K = prior.size
@@ -217,8 +244,8 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     reps = iter(replicate_means(sources, labels, K, resamples, seed))
 
     rep = next(reps)  # (K + 1, B, G)
-    h_band, rate_band = _bands(t, rep[:K], rate_smoothing)
-    m_band, m_rate_band = _bands(t, rep[K], rate_smoothing, axis=0)
+    h_band, h_rate_band = _bands(t, rep[:K], H, rate_smoothing)
+    m_band, m_rate_band = _bands(t, rep[K], marginal, rate_smoothing, axis=0)
     mi_band = percentile_band(prior_entropy - rep[K], axis=0)
     data = {
         "prior": _var("prior", ("class",), prior),
@@ -228,7 +255,7 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         "entropy_var": _var("entropy_var", ("class", "time"), H_var),
         **_band("entropy", ("class", "time"), h_band),
         "entropy_rate": _var("entropy_rate", ("class", "time"), entropy_rate(t, H, rate_smoothing)),
-        **_band("entropy_rate", ("class", "time"), rate_band),
+        **_band("entropy_rate", ("class", "time"), h_rate_band),
         "posterior_true": _var("posterior_true", ("class", "time"), post_true),
         "entropy_marginal": _var("entropy_marginal", ("time",), marginal),
         "entropy_marginal_sem": _var("entropy_marginal_sem", ("time",), np.sqrt(((prior[:, None] * H_sem) ** 2).sum(0))),
@@ -248,7 +275,7 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     if has_partitions:
         means, sems = zip(*(partition_moments(part_values[p], labels, prior, m) for p, m in enumerate(members)))
         means = np.array(means)
-        p_band, p_rate_band = _bands(t, np.concatenate([next(reps) for _ in members]), rate_smoothing)
+        p_band, p_rate_band = _bands(t, np.concatenate([next(reps) for _ in members]), means, rate_smoothing)
         dims = ("partition", "time")
         coords["partition"] = ("partition", traj["partition"].values.astype(str), {"long_name": "binary decision"})
         data["partition_entropy"] = _var("partition_entropy", dims, means)
@@ -261,13 +288,12 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     if has_rb:
         H_rb = class_moments(entropy_rb, labels, K)[0]
         rep = next(reps)
-        data["entropy_rate_rb"] = _var("entropy_rate_rb", ("class", "time"), entropy_rate(t, H_rb, rate_smoothing))
-        data.update(_band("entropy_rate_rb", ("class", "time"),
-                          percentile_band(entropy_rate(t, rep[:K], rate_smoothing), axis=1)))
+        data["entropy_rate_rb"] = _var("entropy_rate_rb", ("class", "time"), entropy_rate(t, H_rb, rb_smoothing))
+        data.update(_band("entropy_rate_rb", ("class", "time"), rate_band(t, rep[:K], H_rb, rb_smoothing, axis=1)))
         data["entropy_marginal_rate_rb"] = _var("entropy_marginal_rate_rb", ("time",),
-                                                entropy_rate(t, prior @ H_rb, rate_smoothing))
+                                                entropy_rate(t, prior @ H_rb, rb_smoothing))
         data.update(_band("entropy_marginal_rate_rb", ("time",),
-                          percentile_band(entropy_rate(t, rep[K], rate_smoothing), axis=0)))
+                          rate_band(t, rep[K], prior @ H_rb, rb_smoothing, axis=0)))
         ratio, marginal_ratio = rb_variance_ratios(entropy, entropy_rb, labels, prior)
         data["entropy_rate_rb_variance_ratio"] = _var("entropy_rate_rb_variance_ratio", ("class",), ratio)
     if has_partition_rb:
@@ -275,9 +301,8 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         rep = np.concatenate([next(reps) for _ in members])
         dims = ("partition", "time")
         data["partition_entropy_rate_rb"] = _var("partition_entropy_rate_rb", dims,
-                                                 entropy_rate(t, means_rb, rate_smoothing))
-        data.update(_band("partition_entropy_rate_rb", dims,
-                          percentile_band(entropy_rate(t, rep, rate_smoothing), axis=1)))
+                                                 entropy_rate(t, means_rb, rb_smoothing))
+        data.update(_band("partition_entropy_rate_rb", dims, rate_band(t, rep, means_rb, rb_smoothing, axis=1)))
     if "example_posterior" in traj:
         data["example_posterior"] = _var("example_posterior", ("example", "time", "class"),
                                          traj["example_posterior"].values)
@@ -289,8 +314,14 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     if exact is not None:
         He = np.asarray(exact["entropy"])
         data["entropy_exact"] = _var("entropy_exact", ("class", "time"), He)
+        # the true rate (unsmoothed), and beside it the true rate through the drawn estimator's own smoothing
+        drawn = rb_smoothing if has_rb else rate_smoothing
         data["entropy_rate_exact"] = _var("entropy_rate_exact", ("class", "time"), entropy_rate(t, He))
+        data["entropy_rate_exact_smoothed"] = _var("entropy_rate_exact_smoothed", ("class", "time"),
+                                                   entropy_rate(t, He, drawn))
+        data["entropy_rate_exact_smoothed"][2]["smoothing"] = drawn
         data["entropy_marginal_exact"] = _var("entropy_marginal_exact", ("time",), prior @ He)
+        data["entropy_marginal_rate_exact"] = _var("entropy_marginal_rate_exact", ("time",), entropy_rate(t, prior @ He))
         if "partition_entropy" in exact:
             data["partition_entropy_exact"] = _var(
                 "partition_entropy_exact", ("partition", "time"), exact["partition_entropy"]
@@ -318,11 +349,14 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         band_confidence=CONFIDENCE,
         band_method="pointwise percentile interval of a bootstrap over trajectories stratified by class (each "
                     "class's trajectories resampled with replacement within the class); every curve of a replicate, "
-                    "rates included, is computed from the replicate's class means as the point estimate is",
+                    "rates included, is computed from the replicate's class means as the point estimate is; a "
+                    "smoothed rate's band is extended by its estimated smoothing bias (summary.smoothing_bias), so "
+                    "that it covers the unsmoothed rate",
     )
     if has_rb:
-        attrs["rate_estimator_rb"] = (f"{rate}, of the class means of entropy_rb (per-trajectory curves whose "
-                                      "step differences are the expected changes given x_t)")
+        attrs["rate_estimator_rb"] = (f"numpy.gradient on t/T after a Gaussian filter of {rb_smoothing} grid points, "
+                                      "of the class means of entropy_rb (per-trajectory curves whose step differences "
+                                      "are the expected changes given x_t)")
         attrs["entropy_marginal_rate_rb_variance_ratio"] = marginal_ratio
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
     if "filmstrip_x0" in traj:

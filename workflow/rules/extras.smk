@@ -146,9 +146,9 @@ rule guidance:
         spec=lambda w: analysis_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "guidance_study"),
         plots=lambda w: spec(w.experiment)["plots"],
-    # One thread: the sweep's small batches gain little from a second core on a CPU (and it then runs beside the
-    # single-threaded mixture jobs); on a GPU the network does not use the CPU threads anyway.
-    threads: 1
+    # Every core: in the default run the sweep is the last job on the critical path (training, sampling, the sweep),
+    # and alone on one thread it left the other core idle.
+    threads: ALL_CORES
     resources:
         gpu=1,
     wildcard_constraints:

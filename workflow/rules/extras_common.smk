@@ -16,10 +16,27 @@ def decision_options(experiment):
     return {k: spec(experiment)["analysis"].get(k, v) for k, v in DECISION_DEFAULTS.items()}
 
 
+def immse_skipped(name):
+    """Why an experiment's I-MMSE study (on by default) cannot run, or None: a network without a null condition has
+    no I-MMSE estimate, and a guided pretrained model has no draws of its p(x0 | c) (its samples are guided)."""
+    s = spec(name)
+    if s["kind"] == "gmm":
+        return None
+    if not has_null_condition(s):
+        return "the model has no null (unconditional) condition"
+    if is_pretrained(s) and s["sampling"].get("guidance"):
+        return "its x0 would be the model's generated samples, which sampling.guidance makes guided samples"
+    return None
+
+
 def immse_experiments():
-    """Experiments whose immse study is on; a network without a null condition has no I-MMSE estimate."""
-    return [name for name in EXPERIMENTS
-            if study_options(name, "immse")["enable"] and (spec(name)["kind"] == "gmm" or has_null_condition(spec(name)))]
+    """Experiments whose immse study is on and can run (``immse_skipped``)."""
+    return [name for name in EXPERIMENTS if study_options(name, "immse")["enable"] and immse_skipped(name) is None]
+
+
+for _name in config.get("run", EXPERIMENTS):
+    if study_options(_name, "immse")["enable"] and immse_skipped(_name):
+        sys.stderr.write(f"seminfo: experiments.{_name}: I-MMSE study skipped: {immse_skipped(_name)}\n")
 
 
 def convergence_experiments():

@@ -23,21 +23,26 @@ def plot_immse(summary: xr.Dataset, immse: xr.Dataset) -> Figure:
     I-MMSE integrand against log SNR beside the log-SNR derivative of the trajectory estimate.
 
     Exact curves are dashed (Gaussian mixtures). Data lines carry gids ``trajectory``, ``immse``, ``exact``,
-    ``difference``, ``rate:immse`` and ``rate:trajectory``.
+    ``difference``, ``rate:immse`` and ``rate:trajectory``. Where immse.nc says the two estimates are not comparable
+    (``comparison_skipped``: one-vs-rest tracking, guided sampling) only the I-MMSE estimate is drawn, with the
+    reason in place of the difference.
     """
     t = _t(summary)
     fig = Figure(figsize=(10.5, 3.4), layout="constrained")
     ax, ax_d, ax_g = fig.subplots(1, 3, width_ratios=(1.2, 1.0, 1.0))
 
-    traj = summary["mutual_information"].values
+    compared = "mutual_information_difference" in immse
     mi = immse["mutual_information_immse"].values
     mi_se = immse["mutual_information_immse_se"].values
-    traj_se = summary["entropy_marginal_sem"].values if "entropy_marginal_sem" in summary else np.zeros_like(traj)
-    ax.fill_between(t, traj - 2 * traj_se, traj + 2 * traj_se, color="k", alpha=_BAND_ALPHA, lw=0)
-    ax.plot(t, traj, color="k", gid="trajectory", label="trajectories (online posterior)")
+    curves = [mi]
+    if compared:
+        traj = summary["mutual_information"].values
+        traj_se = summary["entropy_marginal_sem"].values if "entropy_marginal_sem" in summary else np.zeros_like(traj)
+        ax.fill_between(t, traj - 2 * traj_se, traj + 2 * traj_se, color="k", alpha=_BAND_ALPHA, lw=0)
+        ax.plot(t, traj, color="k", gid="trajectory", label="trajectories (online posterior)")
+        curves.append(traj)
     ax.fill_between(t, mi - 2 * mi_se, mi + 2 * mi_se, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0)
     ax.plot(t, mi, color=_IMMSE_COLOR, gid="immse", label="I-MMSE (forward-noised data)")
-    curves = [traj, mi]
     if "entropy_marginal_exact" in summary:
         exact = summary.attrs["prior_entropy_bits"] - summary["entropy_marginal_exact"].values
         ax.plot(t, exact, color="0.35", gid="exact", label="exact", **_EXACT)
@@ -46,10 +51,15 @@ def plot_immse(summary: xr.Dataset, immse: xr.Dataset) -> Figure:
         ax.axhline(summary.attrs["prior_entropy_bits"], color="0.6", lw=0.8, ls=":", label="H(c)")
         curves.append(np.array([summary.attrs["prior_entropy_bits"]]))
     ax.set_ylim(*_limits(*curves, pad=0.03))
-    ax.set_ylabel(_label(summary["mutual_information"], "mutual information"))
+    ax.set_ylabel(_label(immse["mutual_information_immse"], "mutual information"))
     ax.legend(loc="upper right")
     _time_axis(ax)
-
+    if not compared:
+        ax_d.axis("off")
+        ax_d.text(0.5, 0.5, "not compared with the trajectories:\n" + _wrap(immse.attrs.get("comparison_skipped", "")),
+                  ha="center", va="center", fontsize=8, transform=ax_d.transAxes, gid="comparison_skipped")
+        _immse_integrand(ax_g, immse, summary, None)
+        return fig
     diff = immse["mutual_information_difference"].values
     band = 2 * np.sqrt(mi_se**2 + traj_se**2)
     ax_d.fill_between(t, diff - band, diff + band, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0, label="± 2 SE")
@@ -62,24 +72,7 @@ def plot_immse(summary: xr.Dataset, immse: xr.Dataset) -> Figure:
     ax_d.set_ylabel("I-MMSE − trajectories [bit]")
     ax_d.legend(loc="upper right")
     _time_axis(ax_d)
-
-    u = immse["point_log_snr"].values
-    g = immse["information_rate_immse"].values
-    g_se = immse["information_rate_immse_se"].values
-    ax_g.fill_between(u, g - 2 * g_se, g + 2 * g_se, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0)
-    ax_g.plot(u, g, color=_IMMSE_COLOR, marker=".", ms=3, gid="rate:immse", label="I-MMSE integrand")
-    log_snr = summary["log_snr"].values
-    finite = np.isfinite(log_snr)
-    order = np.argsort(log_snr[finite])
-    if finite.sum() > 2:
-        # Thinned to about 60 points: differences of a Monte Carlo curve on a fine grid are mostly noise.
-        keep = np.unique(np.linspace(0, finite.sum() - 1, min(60, finite.sum())).round().astype(int))
-        uu, ii = log_snr[finite][order][keep], traj[finite][order][keep]
-        ax_g.plot(uu, np.gradient(ii, uu), color="k", lw=1.0, gid="rate:trajectory", label="dI/dlog SNR, trajectories")
-    ax_g.axhline(0.0, color="0.6", lw=0.8)
-    ax_g.set_xlabel("log SNR = log(ᾱ / (1 − ᾱ))")
-    ax_g.set_ylabel(_label(immse["information_rate_immse"], wrap=True))
-    ax_g.legend(loc="upper left")
+    _immse_integrand(ax_g, immse, summary, traj)
 
     d = immse.attrs.get("discrepancy_max_abs_bits")
     if d is not None:
@@ -91,6 +84,33 @@ def plot_immse(summary: xr.Dataset, immse: xr.Dataset) -> Figure:
             text += f";  within {_TOLERANCE_BITS:g} bit for t/T ≥ {agree / T:.2f}"
         fig.suptitle(text, fontsize=9)
     return fig
+
+
+def _wrap(text: str, width: int = 48) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(str(text), width))
+
+
+def _immse_integrand(ax_g, immse: xr.Dataset, summary: xr.Dataset, traj) -> None:
+    """The I-MMSE integrand against log SNR, beside the log-SNR derivative of the trajectories' I (when given)."""
+    u = immse["point_log_snr"].values
+    g = immse["information_rate_immse"].values
+    g_se = immse["information_rate_immse_se"].values
+    ax_g.fill_between(u, g - 2 * g_se, g + 2 * g_se, color=_IMMSE_COLOR, alpha=_BAND_ALPHA, lw=0)
+    ax_g.plot(u, g, color=_IMMSE_COLOR, marker=".", ms=3, gid="rate:immse", label="I-MMSE integrand")
+    log_snr = summary["log_snr"].values
+    finite = np.isfinite(log_snr)
+    order = np.argsort(log_snr[finite])
+    if traj is not None and finite.sum() > 2:
+        # Thinned to about 60 points: differences of a Monte Carlo curve on a fine grid are mostly noise.
+        keep = np.unique(np.linspace(0, finite.sum() - 1, min(60, finite.sum())).round().astype(int))
+        uu, ii = log_snr[finite][order][keep], traj[finite][order][keep]
+        ax_g.plot(uu, np.gradient(ii, uu), color="k", lw=1.0, gid="rate:trajectory", label="dI/dlog SNR, trajectories")
+    ax_g.axhline(0.0, color="0.6", lw=0.8)
+    ax_g.set_xlabel("log SNR = log(ᾱ / (1 − ᾱ))")
+    ax_g.set_ylabel(_label(immse["information_rate_immse"], wrap=True))
+    ax_g.legend(loc="upper left")
 
 
 def _rao_blackwellised_peaks(decisions: xr.Dataset) -> bool:

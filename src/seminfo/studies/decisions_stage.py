@@ -59,8 +59,15 @@ def replay_gmm_posterior(spec: dict, stored: xr.Dataset, threshold: float, chunk
 
 
 
+SPECIATION_SKIPPED = ("a pretrained model's data for Lambda are its generated samples, and with sampling.guidance "
+                      "those are guided samples, not draws of the model's p(x0 | c)")
+
+
 def _speciation(spec: dict, schedule, samples=None) -> tuple[float, float, float]:
-    """(Lambda, s_S, step of s_S) for an experiment's data (a pretrained model: its generated states, samples.nc)."""
+    """(Lambda, s_S, step of s_S) for an experiment's data (a pretrained model: its generated states, samples.nc);
+    NaN for a guided pretrained run (``SPECIATION_SKIPPED``)."""
+    if is_pretrained(spec) and spec["sampling"].get("guidance"):
+        return np.nan, np.nan, np.nan
     if spec["kind"] == "gmm":
         lam = speciation.mixture_eigenvalue(mixture_from_spec(spec))
     elif is_pretrained(spec):
@@ -100,9 +107,9 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
         if "posterior_target" in traj:
             # one-vs-rest: decided for its class once P(c | x_t) stays above the threshold; the final "MAP class" is
             # the trajectory's class when P(c | x_t) > 1/2 at the end, else none (-1: the rest)
-            p = traj["posterior_target"].values
-            dt, final_binary = dec.decision_times(np.stack([p, 1.0 - p], axis=-1), traj["time"].values, threshold)
-            final = np.where(final_binary == 0, traj["label"].values, -1)
+            dt, for_class = dec.one_vs_rest_decision_times(traj["posterior_target"].values, traj["time"].values,
+                                                           threshold)
+            final = np.where(for_class, traj["label"].values, -1)
             origin = "one-vs-rest P(c | x_t) of every trajectory's class, from trajectories.nc"
         else:
             if "posterior" not in traj:
@@ -217,6 +224,14 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
                  dict(zip(coords["partition"].tolist(), (part_peak - step).round(1).tolist())))
     log.info("speciation: Lambda = %.4g, s_S = %.4g, step %.1f (t/T = %.3f); %s marginal rate peak at %d",
              lam, s_ou, step, step / T, which, attrs["marginal_entropy_rate_peak_time"])
+    if not np.isfinite(step):  # nothing to compare the peaks with
+        for key in ("speciation_eigenvalue", "speciation_ou_time", "speciation_time", "speciation_note",
+                    "marginal_peak_minus_speciation"):
+            attrs.pop(key, None)
+        for key in ("peak_minus_speciation", "partition_peak_minus_speciation"):
+            data.pop(key, None)
+        attrs["speciation_skipped"] = SPECIATION_SKIPPED
+        log.info("speciation time skipped: %s", SPECIATION_SKIPPED)
     log.info("median decision times: %s; rate peaks: %s", np.round(stats["median"], 1).tolist(),
              np.round(peaks["peak"], 1).tolist())
     ds = xr.Dataset(data, coords=coords, attrs=attrs)

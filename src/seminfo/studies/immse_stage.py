@@ -21,6 +21,18 @@ log = logging.getLogger(__name__)
 AGREEMENT_BITS = 0.1  # the tolerance between the I-MMSE and the trajectory estimate on learned models
 
 
+def comparison_skipped(spec: dict, profiles) -> str | None:
+    """Why the I-MMSE estimate cannot be compared with the trajectories' I(c; x_t) (None when it can): one-vs-rest
+    tracking has no K-class posterior, and under guidance the trajectories' posterior is the guided family's while
+    the I-MMSE identity measures the unguided model."""
+    if "mutual_information" not in profiles:
+        return "one-vs-rest tracking has no K-class posterior, hence no I(c; x_t) from the trajectories"
+    if spec["sampling"].get("guidance"):
+        return ("guided sampling: the trajectories' I(c; x_t) is the guided family's, the I-MMSE estimate the unguided "
+                "model's; they are not compared")
+    return None
+
+
 def _agreement_time(times, diff, tol: float) -> float:
     """Smallest grid time above which |diff| <= tol at every grid time (NaN if not even at the last point)."""
     ok = np.abs(diff) <= tol
@@ -91,12 +103,16 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
     Network models: ``model_path`` is the checkpoint (own) or adapter.json (pretrained); a pretrained model has no
     data set, so x_0 are its own generated samples (``samples``: samples.nc), and it needs a null condition.
     """
-    s = open_checked(summary, experiment_hash(spec), required=("mutual_information", "prior", "log_snr"))
+    s = open_checked(summary, experiment_hash(spec), required=("prior", "log_snr"))
+    skipped = comparison_skipped(spec, s)
+    if is_pretrained(spec) and spec["sampling"].get("guidance"):
+        raise InputError(f"{experiment}: the I-MMSE study of a pretrained model takes x0 from its generated samples, "
+                         "which sampling.guidance makes guided samples, not draws of p(x0 | c); it is not run")
     prior = s["prior"].values
-    K = prior.size
-    per_class = max(2, -(-int(options["samples"]) // K))
     schedule = source_schedule(spec)
     if spec["kind"] == "gmm":
+        K = prior.size
+        per_class = max(2, -(-int(options["samples"]) // K))
         mix = mixture_from_spec(spec)
         u = immse.log_snr_grid(schedule.alpha_bar, options["points"])
         log.info("gmm: exact denoisers, %d log-SNR points x %d samples per class", u.size, per_class)
@@ -108,12 +124,17 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         point_steps = np.full(u.size, -1)
     else:
         from ..models import load_adapter
-        from ..network_stages import device
+        from ..network_stages import class_prior, device
 
         dev = device()
         model = load_adapter(spec, model_path, dev)
-        if model.num_conditions != K:
-            raise InputError(f"{model_path}: the model has {model.num_conditions} conditions, {summary} has {K}")
+        # the model's prior over all its conditions (one-vs-rest may track a subset of them)
+        prior = class_prior(spec["sampling"], model.num_conditions)
+        K = prior.size
+        per_class = max(2, -(-int(options["samples"]) // K))
+        if spec["sampling"].get("tracking", "full") == "full" and s.sizes["class"] != K:
+            raise InputError(f"{model_path}: the model has {model.num_conditions} conditions, {summary} has "
+                             f"{s.sizes['class']}")
         if not model.has_null:
             raise InputError(f"{model_path}: the model has no null condition, which the I-MMSE study needs")
         images, labels, denoisers = _network_data(spec, experiment_hash(spec), samples)
@@ -127,9 +148,6 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
                                           per_class, K, options["seed"], prior=prior)
     info_grid, info_grid_se = immse.integrate(u, g, g_se)
     mi, mi_se = immse.information_at(u, g, g_se, s["log_snr"].values)
-    traj = s["mutual_information"].values
-    diff = mi - traj
-    worst = int(np.abs(diff).argmax())
     times = s["time"].values
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": T_of(s, spec),
@@ -138,16 +156,29 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         "samples_per_class": per_class,
         "points": int(u.size),
         "seed": int(options["seed"]),
-        "discrepancy_max_abs_bits": float(np.abs(diff).max()),
-        "discrepancy_argmax_time": int(times[worst]),
-        "discrepancy_mean_abs_bits": float(np.abs(diff).mean()),
-        "agreement_tolerance_bits": AGREEMENT_BITS,
-        "agreement_from_time": _agreement_time(times, diff, AGREEMENT_BITS),
         "immse_max_se_bits": float(mi_se.max()),
     }
-    log.info("max |I_immse - I_traj| = %.3g bit at t = %d; |diff| <= %.2g bit for t >= %s", attrs[
-        "discrepancy_max_abs_bits"], attrs["discrepancy_argmax_time"], AGREEMENT_BITS, attrs["agreement_from_time"])
-    if "entropy_marginal_exact" in s:
+    comparison = {}
+    if skipped:
+        attrs["comparison_skipped"] = skipped
+        log.info("no comparison with the trajectories' I(c; x_t): %s", skipped)
+    else:
+        traj = s["mutual_information"].values
+        diff = mi - traj
+        worst = int(np.abs(diff).argmax())
+        attrs |= {
+            "discrepancy_max_abs_bits": float(np.abs(diff).max()),
+            "discrepancy_argmax_time": int(times[worst]),
+            "discrepancy_mean_abs_bits": float(np.abs(diff).mean()),
+            "agreement_tolerance_bits": AGREEMENT_BITS,
+            "agreement_from_time": _agreement_time(times, diff, AGREEMENT_BITS),
+        }
+        log.info("max |I_immse - I_traj| = %.3g bit at t = %d; |diff| <= %.2g bit for t >= %s", attrs[
+            "discrepancy_max_abs_bits"], attrs["discrepancy_argmax_time"], AGREEMENT_BITS,
+            attrs["agreement_from_time"])
+        comparison["mutual_information_difference"] = var("time", diff, "I-MMSE minus trajectory estimate of "
+                                                          "I(c; x_t)", "bit")
+    if "entropy_marginal_exact" in s and not skipped:
         exact = s.attrs["prior_entropy_bits"] - s["entropy_marginal_exact"].values
         attrs["immse_max_abs_error_vs_exact_bits"] = float(np.abs(mi - exact).max())
         attrs["trajectory_max_abs_error_vs_exact_bits"] = float(np.abs(traj - exact).max())
@@ -158,8 +189,7 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
             "mutual_information_immse": var("time", mi, "mutual information I(c; x_t), I-MMSE estimate", "bit"),
             "mutual_information_immse_se": var("time", mi_se, "Monte Carlo standard error of the I-MMSE estimate",
                                                 "bit"),
-            "mutual_information_difference": var("time", diff, "I-MMSE minus trajectory estimate of I(c; x_t)",
-                                                  "bit"),
+            **comparison,
             "information_rate_immse": var("point", g / LOG2, "I-MMSE integrand dI/dlog SNR",
                                            "bit per unit log SNR"),
             "information_rate_immse_se": var("point", g_se / LOG2, "standard error of the I-MMSE integrand",
