@@ -338,3 +338,26 @@ def test_tolerates_nan_and_minimal_dataset():
         fig = func(ds)
         assert np.isfinite(fig.axes[0].get_ylim()).all()
         assert fig.axes[0].get_xlim() == (0.0, 1.0)
+
+
+@pytest.mark.parametrize("mode", ["log_snr", "sigma"])
+def test_a_model_independent_time_axis(mode):
+    """On the log-SNR (or sigma) axis every curve sits at its grid time's log SNR, mapped onto [0, 1] from data to
+    noise, and the ticks are labelled in log SNR (sigma); a sigma-grid model (model.source python) gets it by default."""
+    ds = make_summary(K=3)
+    ds.attrs["plot_time_axis"] = mode
+    fig = plotting.plot_entropy(ds)
+    ax = fig.axes[0]
+    x = _gid_lines(ax, "mc:")[0].get_xdata()
+    lam = ds["log_snr"].values
+    finite = np.isfinite(lam)
+    hi, lo = lam[finite].max(), lam[finite].min()
+    np.testing.assert_allclose(x[finite], (hi - lam[finite]) / (hi - lo))
+    assert x[~finite].tolist() == [0.0]  # alpha_bar = 1 (data) at the left edge
+    assert ("log SNR" if mode == "log_snr" else "σ") in ax.get_xlabel()
+    tick = ax.xaxis.get_major_formatter()(0.0, 0)
+    assert float(tick) == pytest.approx(hi if mode == "log_snr" else np.exp(-hi / 2), rel=0.05)
+    default = make_summary(K=3)
+    default.attrs["model_source"] = "python"
+    assert "log SNR" in plotting.plot_entropy(default).axes[0].get_xlabel()
+    assert "t/T" in plotting.plot_entropy(make_summary(K=3)).axes[0].get_xlabel()

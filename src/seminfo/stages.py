@@ -409,13 +409,13 @@ def summarize(spec: dict, experiment: str, profiles, output, studies: dict | Non
     log.info("wrote %s", output)
 
 
-def plots(summary, outputs, samples=None, dpi: int = 150) -> None:
-    """Write the figures named by ``outputs`` (``<dir>/<name>.png``; rule plot_*)."""
+def plots(summary, outputs, samples=None, dpi: int = 150, time_axis: str | None = None) -> None:
+    """Write the figures named by ``outputs`` (``<dir>/<name>.png``; rule plot_*) on ``time_axis`` (plots.time_axis)."""
     from .plotting import write_figures
 
     outputs = [Path(p) for p in outputs]
     written = write_figures(summary, outputs[0].parent, samples_path=samples, dpi=dpi,
-                            names=[p.stem for p in outputs])
+                            names=[p.stem for p in outputs], time_axis=time_axis)
     missing = set(outputs) - set(written)
     if missing:
         raise InputError(f"{summary}: lacks the data for figures {sorted(str(p) for p in missing)}")

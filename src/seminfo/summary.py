@@ -265,12 +265,19 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         "mutual_information": _var("mutual_information", ("time",), prior_entropy - marginal),
         **_band("mutual_information", ("time",), mi_band),
     }
+    karras = traj.attrs.get("model_source") == "python"  # a sigma grid: its steps are grid indices, not DDPM steps
+    step_name = "index of the Karras sigma grid (0 = data, T = noise)" if karras else "DDPM step (0 = data, T = noise)"
+    with np.errstate(divide="ignore"):
+        sigma = np.sqrt((1.0 - alpha_bar) / alpha_bar)
     coords = {
         "class": ("class", traj["class"].values.astype(str), {"long_name": "class"}),
-        "time": ("time", times, {"long_name": "DDPM step (0 = data, T = noise)", "units": "1"}),
+        "time": ("time", times, {"long_name": step_name, "units": "1"}),
         "t": ("time", t, {"long_name": "normalised time t/T", "units": "1"}),
         "alpha_bar": ("time", alpha_bar, {"long_name": "signal level alpha_bar", "units": "1"}),
-        "log_snr": ("time", log_snr, {"long_name": "log signal-to-noise ratio", "units": "1"}),
+        "log_snr": ("time", log_snr, {"long_name": "log signal-to-noise ratio log(alpha_bar / (1 - alpha_bar)): a "
+                                                   "time axis that does not depend on the model's grid", "units": "1"}),
+        "sigma": ("time", sigma, {"long_name": "noise level sigma = sqrt((1 - alpha_bar) / alpha_bar) of the "
+                                               "variance-exploding form (EDM's sigma)", "units": "1"}),
     }
     if has_partitions:
         means, sems = zip(*(partition_moments(part_values[p], labels, prior, m) for p, m in enumerate(members)))

@@ -2,4 +2,5 @@ from seminfo.stages import plots
 from seminfo.workflow import run
 
 run(snakemake, plots, summary=snakemake.input.profiles, outputs=list(snakemake.output),
-    samples=snakemake.input.get("samples"), dpi=snakemake.params.plots["dpi"])
+    samples=snakemake.input.get("samples"), dpi=snakemake.params.plots["dpi"],
+    time_axis=snakemake.params.plots.get("time_axis"))

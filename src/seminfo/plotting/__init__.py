@@ -52,8 +52,10 @@ FIGURE_NAMES = ("entropy", "entropy_rate", "rate_heatmap", "partitions", "exampl
 
 
 def write_figures(summary_path, out_dir, samples_path=None, formats=("png",), dpi: int = 150,
-                  names=None) -> list[pathlib.Path]:
+                  names=None, time_axis: str | None = None) -> list[pathlib.Path]:
     """Write the applicable figures of a summary.nc (and samples.nc) as ``<out_dir>/<name>.<format>``.
+
+    ``time_axis``: 't', 'log_snr' or 'sigma' (None: ``style.time_axis_mode``'s default for the dataset).
 
     ``names`` selects from ``FIGURE_NAMES`` (default: all); figures whose data are absent are skipped.
     Returns the written paths.
@@ -67,6 +69,8 @@ def write_figures(summary_path, out_dir, samples_path=None, formats=("png",), dp
         formats = (formats,)
     with xr.open_dataset(summary_path) as handle:
         ds = handle.load()
+    if time_axis is not None:
+        ds.attrs["plot_time_axis"] = time_axis
     samples = None
     if samples_path is not None:
         with xr.open_dataset(samples_path) as handle:

@@ -86,12 +86,47 @@ def _class_labels(ds: xr.Dataset) -> list[str]:
     return [str(k) for k in range(ds.sizes["class"])]
 
 
+TIME_AXES = ("t", "log_snr", "sigma")
+# The time axis of the figure being drawn, set by ``_t`` (every figure calls it first) and read by ``_time_axis`` and
+# ``_position``: positions in [0, 1] from data (0) to noise (1), and how to label them.
+_AXIS: dict = {"mode": "t"}
+
+
+def time_axis_mode(ds: xr.Dataset) -> str:
+    """The figure's time axis: attribute ``plot_time_axis`` (plots.time_axis), else log SNR for a model sampled on a
+    sigma grid (model.source python: its steps are grid indices, not DDPM steps), else t/T."""
+    mode = ds.attrs.get("plot_time_axis") or ("log_snr" if ds.attrs.get("model_source") == "python" else "t")
+    return mode if mode == "t" or "log_snr" in ds.coords else "t"
+
+
 def _t(ds: xr.Dataset) -> np.ndarray:
-    """Normalised forward time t/T of the ``time`` grid."""
+    """Positions of the ``time`` grid on the figure's time axis (``time_axis_mode``): t/T, or the log SNR mapped
+    linearly onto [0, 1] (data at 0, noise at 1; the tick labels show log SNR or sigma)."""
     if "t" in ds.coords or "t" in ds.data_vars:
-        return np.asarray(ds["t"].values, dtype=float)
-    time = np.asarray(ds["time"].values, dtype=float)
-    return time / float(ds.attrs.get("T", time.max()))
+        t = np.asarray(ds["t"].values, dtype=float)
+    else:
+        time = np.asarray(ds["time"].values, dtype=float)
+        t = time / float(ds.attrs.get("T", time.max()))
+    mode = time_axis_mode(ds)
+    if mode == "t":
+        _AXIS.clear()
+        _AXIS.update(mode="t")
+        return t
+    lam = np.asarray(ds["log_snr"].values, dtype=float)
+    finite = lam[np.isfinite(lam)]
+    hi, lo = float(finite.max()), float(finite.min())
+    pos = (hi - np.clip(lam, lo, hi)) / max(hi - lo, 1e-12)
+    _AXIS.clear()
+    _AXIS.update(mode=mode, hi=hi, lo=lo, t=t, pos=pos)
+    return pos
+
+
+def _position(t):
+    """Position on the current figure's time axis of normalised times t/T (e.g. the speciation time)."""
+    if _AXIS.get("mode", "t") == "t":
+        return t
+    order = np.argsort(_AXIS["t"])
+    return np.interp(t, _AXIS["t"][order], _AXIS["pos"][order])
 
 
 def _label(da: xr.DataArray, fallback: str | None = None, wrap: bool = False) -> str:
@@ -201,10 +236,22 @@ def _partition_titles(ds: xr.Dataset) -> list[str]:
 
 
 def _time_axis(ax, *, label: bool = True, arrow: bool = True) -> None:
-    """x in [0, 1] as t/T, with an arrow above the axes showing the direction of generation."""
+    """x in [0, 1] on the figure's time axis (t/T, log SNR or sigma: ``_t``), with an arrow above the axes showing
+    the direction of generation."""
     ax.set_xlim(0.0, 1.0)
+    mode = _AXIS.get("mode", "t")
+    if mode != "t":
+        from matplotlib.ticker import FuncFormatter
+
+        hi, lo = _AXIS["hi"], _AXIS["lo"]
+        to_lambda = lambda u: hi - u * (hi - lo)  # noqa: E731
+        if mode == "log_snr":
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda u, _: f"{to_lambda(u):.1f}"))
+        else:
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda u, _: f"{np.exp(-to_lambda(u) / 2):.2g}"))
     if label:
-        ax.set_xlabel("normalised time t/T")
+        ax.set_xlabel({"t": "normalised time t/T", "log_snr": "log SNR = log(ᾱ / (1 − ᾱ))",
+                       "sigma": "noise level σ = √((1 − ᾱ) / ᾱ)"}[mode])
     if arrow:
         ax.annotate(
             "", xy=(0.0, 1.03), xytext=(1.0, 1.03), xycoords="axes fraction",
@@ -218,7 +265,7 @@ def _time_axis(ax, *, label: bool = True, arrow: bool = True) -> None:
 def _speciation_line(ax, ds: xr.Dataset) -> Line2D:
     """Vertical line at the speciation time (attribute ``speciation_time``, a DDPM step); returns its legend handle."""
     T = float(ds.attrs["T"]) if "T" in ds.attrs else float(ds["time"].max())
-    ax.axvline(float(ds.attrs["speciation_time"]) / T, **_SPECIATION)
+    ax.axvline(float(_position(float(ds.attrs["speciation_time"]) / T)), **_SPECIATION)
     return Line2D([], [], label="speciation time", **{k: v for k, v in _SPECIATION.items() if k != "gid"})
 
 
