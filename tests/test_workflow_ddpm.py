@@ -1,4 +1,10 @@
-"""End-to-end DDPM runs of the workflow on tiny configs: digits with 1 vs 4 shards, and a fake CIFAR10."""
+"""End-to-end DDPM runs of the workflow on tiny configs: digits with 1 vs 4 shards, and a fake CIFAR10, with the GPU
+jobs spread over two simulated GPUs."""
+
+import json
+import re
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -7,8 +13,10 @@ import yaml
 
 from seminfo.ddpm.data import write_fake_cifar10
 
+from conftest import REPO
 from test_workflow_gmm import COORDS, snakemake
 
+SIMULATED_GPUS = ("sim0", "sim1")
 TINY_NET = {"preset": "digits", "block_out_channels": [16, 32], "layers_per_block": 1, "attention_resolutions": [],
             "mid_attention": False, "norm_num_groups": 8}
 
@@ -43,7 +51,12 @@ def run_dir(tmp_path_factory):
         },
     }}
     (d / "config.yaml").write_text(yaml.safe_dump(config))
-    proc = snakemake(d, timeout=900)
+    # Two GPU jobs at a time, each holding one of two simulated devices (seminfo.gpu_pool). CUDA, where there is
+    # one, matches neither name and shows the jobs no device, so they run on the CPU as on a CPU-only machine.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CUDA_VISIBLE_DEVICES", ",".join(SIMULATED_GPUS))
+        env.delenv("SLURM_JOB_ID", raising=False)
+        proc = snakemake(d, "--resources", f"gpu={len(SIMULATED_GPUS)}", timeout=900)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return d
 
@@ -94,3 +107,53 @@ def test_changing_sampling_does_not_retrain(run_dir):
     proc = snakemake(run_dir, "-n", "--quiet", "rules")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0 and "ddpm_sample" in out and "ddpm_train" not in out, out
+
+
+@pytest.mark.slow
+def test_gpu_jobs_held_a_device_and_their_shards_are_those_of_one_device(run_dir, tmp_path, monkeypatch):
+    """Every GPU job of the run held one of the simulated devices (its log says which) and no CPU job did; a shard
+    sampled under the pool is bitwise the same shard sampled again here, in one process on one device."""
+    import torch
+
+    from seminfo import network_stages
+
+    res = run_dir / "results"
+    held = re.compile(rf"GPU ({'|'.join(SIMULATED_GPUS)}) of {','.join(SIMULATED_GPUS)} ")
+    gpu_logs = {p for rule in ("ddpm_train", "ddpm_sample_*", "immse") for p in res.glob(f"*/logs/{rule}.log")}
+    assert len(gpu_logs) == 3 + 6 + 3 and all(held.search(p.read_text()) for p in gpu_logs), gpu_logs
+    assert all("threads 1\n" in p.read_text() for p in gpu_logs)  # --cores 2 shared by --resources gpu=2
+    cpu_logs = set(res.glob("*/logs/*.log")) - gpu_logs
+    assert cpu_logs and not any("seminfo.gpu_pool" in p.read_text() for p in cpu_logs)
+    shard_of = {held.search((res / "four_shards" / "logs" / f"ddpm_sample_{i}.log").read_text())[1]: i
+                for i in range(4)}  # one shard per device that was used
+    monkeypatch.setattr(network_stages, "device", lambda: torch.device("cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the jobs' threads: 2 cores shared by 2 GPU jobs
+    try:
+        for shard in shard_of.values():
+            ran = xr.load_dataset(res / "four_shards" / "shards" / f"sample_{shard}.nc", engine="netcdf4")
+            network_stages.sample_shard(json.loads(ran.attrs["config"]), "four_shards",
+                                        res / "four_shards" / "model" / "model.safetensors", shard,
+                                        tmp_path / f"sample_{shard}.nc")
+            again = xr.load_dataset(tmp_path / f"sample_{shard}.nc", engine="netcdf4")
+            assert set(again.data_vars) == set(ran.data_vars)
+            for name in ran.data_vars:
+                np.testing.assert_array_equal(again[name].values, ran[name].values, err_msg=f"{shard}: {name}")
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("resources, threads", [((), 8), (("--resources", "gpu=1"), 8), (("--resources", "gpu=4"), 2),
+                                                (("--resources", "gpu=16"), 1)])
+def test_gpu_jobs_share_the_cores_among_the_gpus(tmp_path, resources, threads):
+    """With --resources gpu=N the GPU jobs get cores // N threads each, so that N of them fit side by side."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"experiments": {"d": digits(2)}}))
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(tmp_path),
+                           "-n", "--cores", "8", *resources], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = [(rule, int(m[1]) if (m := re.search(r"^    threads: (\d+)$", body, re.M)) else 1)
+            for rule, body in re.findall(r"^rule (\w+):\n((?:    .*\n)*)", proc.stdout, re.M)]
+    gpu_rules = {"ddpm_train", "ddpm_sample", "immse"}
+    assert {rule for rule, _ in jobs} >= gpu_rules | {"ddpm_posterior"}
+    assert {n for rule, n in jobs if rule in gpu_rules} == {threads}
+    assert {n for rule, n in jobs if rule == "ddpm_posterior"} == {1}

@@ -40,6 +40,8 @@ STATE_DIMS = ("state_channel", "state_y", "state_x")
 
 
 def device() -> torch.device:
+    """The device of a network stage: ``cuda`` where CUDA is available (on a machine with several GPUs, the one the
+    job holds: ``seminfo.gpu_pool`` points CUDA_VISIBLE_DEVICES at it), else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

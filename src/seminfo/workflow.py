@@ -1,8 +1,9 @@
 """Glue between Snakemake's ``script:`` directive and the stage functions.
 
 A rule's script is two lines: it imports a stage and hands it to ``run``, which sends logging and stderr to
-the rule's log file, pins the thread count to the rule's ``threads`` and turns expected failures into one
-clear line in the log instead of a deep traceback.
+the rule's log file, pins the thread count to the rule's ``threads``, gives a job with ``resources: gpu`` a GPU of
+its own on a machine with several (``seminfo.gpu_pool``) and turns expected failures into one clear line in the log
+instead of a deep traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+
+from .gpu_pool import job_gpu, requested_gpus
 
 __all__ = ["run"]
 
@@ -51,7 +54,8 @@ def run(smk, stage, **kwargs):
     log.info("rule %s, wildcards %s, threads %s", smk.rule, dict(smk.wildcards), smk.threads)
     start = time.perf_counter()
     try:
-        result = stage(**kwargs)
+        with job_gpu(requested_gpus(smk.resources.get("gpu"))):  # before the stage: CUDA is not initialised yet
+            result = stage(**kwargs)
     except _expected_errors() as err:
         # One line in the job's log and on Snakemake's console: the file and the problem, not a traceback.
         log.error("%s: %s", type(err).__name__, err)

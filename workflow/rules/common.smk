@@ -23,6 +23,17 @@ RESULTS = "results"
 ALL_CORES = 1024
 
 
+def gpu_job_threads(wildcards=None):
+    """Threads of a job that runs a network (resources: gpu=1): every core, or with --resources gpu=N (N > 1) an
+    equal share, cores // N, so that N of them run side by side (each on a GPU of its own, seminfo.gpu_pool); with
+    every core each, Snakemake would run them one at a time whatever N. A profile's set-threads overrides it."""
+    gpus = workflow.global_resources.get("gpu").value
+    cores = workflow.global_resources.get("_cores").value
+    if not isinstance(gpus, int) or gpus < 2 or not isinstance(cores, int):
+        return ALL_CORES
+    return max(1, cores // gpus)
+
+
 def spec(experiment):
     return EXPERIMENTS[experiment]
 

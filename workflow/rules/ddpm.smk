@@ -14,7 +14,7 @@ rule ddpm_train:
     params:
         spec=lambda w: train_spec(w.experiment),
         work_dir=lambda w: f"{RESULTS}/{w.experiment}/model/work",
-    threads: ALL_CORES
+    threads: gpu_job_threads
     resources:
         gpu=1,
     wildcard_constraints:
@@ -56,7 +56,7 @@ rule ddpm_sample:
         f"{RESULTS}/{{experiment}}/benchmarks/ddpm_sample_{{shard}}.tsv"
     params:
         spec=lambda w: core_spec(w.experiment),
-    threads: ALL_CORES
+    threads: gpu_job_threads
     resources:
         gpu=1,
     wildcard_constraints:

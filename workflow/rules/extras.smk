@@ -27,7 +27,7 @@ rule immse:
         spec=lambda w: core_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "immse"),
         plots=lambda w: spec(w.experiment)["plots"],
-    threads: lambda w: ALL_CORES if spec(w.experiment)["kind"] == "ddpm" else 1
+    threads: lambda w: gpu_job_threads(w) if spec(w.experiment)["kind"] == "ddpm" else 1
     resources:
         gpu=lambda w: int(spec(w.experiment)["kind"] == "ddpm"),
     wildcard_constraints:
@@ -93,7 +93,7 @@ rule convergence:
         spec=lambda w: core_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "convergence"),
         plots=lambda w: spec(w.experiment)["plots"],
-    threads: lambda w: ALL_CORES if spec(w.experiment)["kind"] == "ddpm" else 1
+    threads: lambda w: gpu_job_threads(w) if spec(w.experiment)["kind"] == "ddpm" else 1
     resources:
         gpu=lambda w: int(spec(w.experiment)["kind"] == "ddpm"),
     wildcard_constraints:
