@@ -148,7 +148,7 @@ rule guidance:
         plots=lambda w: spec(w.experiment)["plots"],
     # Every core: in the default run the sweep is the last job on the critical path (training, sampling, the sweep),
     # and alone on one thread it left the other core idle.
-    threads: ALL_CORES
+    threads: gpu_job_threads
     resources:
         gpu=1,
     wildcard_constraints:
