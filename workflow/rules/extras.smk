@@ -146,8 +146,8 @@ rule guidance:
         spec=lambda w: analysis_spec(w.experiment),
         options=lambda w: study_options(w.experiment, "guidance_study"),
         plots=lambda w: spec(w.experiment)["plots"],
-    # Every core: in the default run the sweep is the last job on the critical path (training, sampling, the sweep),
-    # and alone on one thread it left the other core idle.
+    # Every core (or its share under --resources gpu=N): in the default run the sweep is the last job on the critical
+    # path (training, sampling, the sweep), and alone on one thread it left the other core idle.
     threads: gpu_job_threads
     resources:
         gpu=1,
