@@ -364,7 +364,7 @@ def test_pretrained_source_takes_no_training_sections(schema):
     spec = dit_spec("x")
     spec["model"]["prompts"] = ["a", "b"]
     with pytest.raises(ConfigError, match=r"experiments\.m\.model\.prompts: applies to model\.source "
-                                          "stable_diffusion only, not dit"):
+                                          r"stable_diffusion / sd3 only, not dit"):
         validate_config({"experiments": {"m": spec}}, schema)
 
 

@@ -48,6 +48,61 @@ def load(path):
 '''
 
 
+# The Gaussian-class velocity network of the velocity path tests: x0 | c ~ N(m_c, s_c^2 I) on SiT's paths (t = 0 noise,
+# t = 1 data), v(x, t, c) = alpha'(t) E[x0 | x, c] + sigma'(t) E[eps | x, c] is exact; label ``label_dim`` is the
+# null condition, the uniform mixture's velocity (the class velocities weighted by P(c | x_t)).
+VELOCITY_MODULE = '''
+import json
+import math
+import torch
+
+
+def coefficients(kind, t):
+    if kind == "linear":
+        return t, 1.0 - t, torch.ones_like(t), -torch.ones_like(t)
+    h = math.pi / 2
+    return torch.sin(h * t), torch.cos(h * t), h * torch.cos(h * t), -h * torch.sin(h * t)
+
+
+class GaussianClassVelocity(torch.nn.Module):
+    def __init__(self, means, stds, shape, kind):
+        super().__init__()
+        self.register_buffer("means", torch.tensor(means, dtype=torch.float64).view(len(means), *shape))
+        self.register_buffer("var", torch.tensor(stds, dtype=torch.float64) ** 2)
+        self.img_channels, self.img_resolution, self.label_dim = shape[0], shape[1], len(means)
+        self.kind = kind
+
+    def class_velocity(self, x, t, c):
+        a, s, da, ds = (v.view(-1, 1, 1, 1) for v in coefficients(self.kind, t))
+        m, var = self.means[c], self.var[c].view(-1, 1, 1, 1)
+        x0 = m + a * var / (a * a * var + s * s) * (x - a * m)
+        eps = (x - a * x0) / s
+        return da * x0 + ds * eps
+
+    def forward(self, x, t, y):
+        x, t = x.double(), t.double()
+        K = self.label_dim
+        null = y == K
+        out = self.class_velocity(x, t, y.clamp(max=K - 1))
+        if null.any():
+            xn, tn = x[null], t[null]
+            a, s = (v.view(-1, 1, 1, 1, 1) for v in coefficients(self.kind, tn)[:2])
+            var = a * a * self.var.view(1, K, 1, 1, 1) + s * s
+            dev = xn[:, None] - a * self.means[None]
+            log_lik = (-0.5 * dev**2 / var - 0.5 * torch.log(var)).flatten(2).sum(-1)
+            w = torch.softmax(log_lik, dim=1)
+            vel = torch.stack([self.class_velocity(xn, tn, torch.full_like(y[null], k)) for k in range(K)], 1)
+            out[null] = (w.view(*w.shape, 1, 1, 1) * vel).sum(1)
+        return out.float()
+
+
+def load(path):
+    with open(path) as fh:
+        p = json.load(fh)
+    return GaussianClassVelocity(p["means"], p["stds"], p["shape"], p["kind"])
+'''
+
+
 def _scheduler(prediction="epsilon", T=100, variance_type="fixed_small", **kw):
     from diffusers import DDPMScheduler
 
@@ -167,3 +222,70 @@ def gauss_twin(folder, means, stds, shape=(1, 8, 8)):
     (folder / "params.json").write_text(json.dumps({"means": means.tolist(), "stds": list(map(float, stds)),
                                                     "shape": list(shape)}))
     return f"{folder / 'gauss_denoiser.py'}:load", str(folder / "params.json")
+
+
+def velocity_twin(folder, means, stds, kind="linear", shape=(1, 8, 8)):
+    """The python source's velocity entry file and its parameter file: returns (entry, path) for the config."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gauss_velocity.py").write_text(VELOCITY_MODULE)
+    means = np.asarray(means, dtype=np.float64)
+    if means.ndim == 1:
+        means = np.repeat(means[:, None], int(np.prod(shape)), axis=1)
+    (folder / "params.json").write_text(json.dumps({"means": means.tolist(), "stds": list(map(float, stds)),
+                                                    "shape": list(shape), "kind": kind}))
+    return f"{folder / 'gauss_velocity.py'}:load", str(folder / "params.json")
+
+
+def _tiny_t5_tokenizer():
+    """A T5 (unigram) tokenizer written offline: the printable ASCII characters, with and without the word marker."""
+    from transformers import T5Tokenizer
+
+    chars = [chr(c) for c in range(32, 127)]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(c, -1.0) for c in chars] + [
+        ("\u2581" + c, -1.5) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def sd3_twin(folder, identical=False, t5=True, seed=0, scheduler_kw=None):
+    """A StableDiffusion3Pipeline folder: a 1-layer SD3Transformer2DModel on 4x8x8 latents, two tiny CLIP text encoders
+    with projection, a tiny T5 encoder (left out with ``t5=False``, as a user who drops T5 does), a 1-level VAE with a
+    shift_factor, FlowMatchEulerDiscreteScheduler with shift 3. ``identical``: every token embeds alike and the pooled
+    projections are zero, so every prompt has the same embedding."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    torch.manual_seed(seed)
+    folder = Path(folder)
+    parts = {}
+    for j in ("", "_2"):
+        tokenizer, vocab_size = _tiny_tokenizer(folder.parent / f"{folder.name}_tok{j}")
+        encoder = CLIPTextModelWithProjection(CLIPTextConfig(
+            vocab_size=vocab_size, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+            max_position_embeddings=16, projection_dim=16, bos_token_id=vocab_size - 2, eos_token_id=vocab_size - 1,
+            pad_token_id=vocab_size - 1))
+        if identical:
+            with torch.no_grad():
+                table = encoder.text_model.embeddings.token_embedding.weight
+                table.copy_(table[:1].expand_as(table))
+                encoder.text_projection.weight.zero_()
+        parts[f"text_encoder{j}"], parts[f"tokenizer{j}"] = encoder, tokenizer
+    parts["text_encoder_3"] = parts["tokenizer_3"] = None
+    if t5:
+        tokenizer = _tiny_t5_tokenizer()
+        encoder = T5EncoderModel(T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=32, num_layers=1,
+                                          num_heads=2, decoder_start_token_id=0))
+        if identical:
+            with torch.no_grad():
+                encoder.shared.weight.copy_(encoder.shared.weight[:1].expand_as(encoder.shared.weight))
+        parts["text_encoder_3"], parts["tokenizer_3"] = encoder, tokenizer
+    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8,
+                                        num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
+                                        pooled_projection_dim=32, out_channels=4, pos_embed_max_size=8)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
+                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",),
+                        layers_per_block=1, norm_num_groups=4, sample_size=8, shift_factor=0.0609,
+                        scaling_factor=1.5035)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, **(scheduler_kw or {}))
+    StableDiffusion3Pipeline(transformer=transformer, scheduler=scheduler, vae=vae, **parts).save_pretrained(folder)
+    return folder

@@ -84,15 +84,21 @@ DATASET_CLASSES = {
 }
 
 
-PRETRAINED_SOURCES = ("diffusers", "dit", "stable_diffusion", "python")
+PRETRAINED_SOURCES = ("diffusers", "dit", "stable_diffusion", "python", "sd3")
 # model keys of each pretrained source besides source and path
 SOURCE_KEYS = {
     "diffusers": ("class_names", "null_label"),
     "dit": ("classes",),
     "stable_diffusion": ("prompts", "negative_prompt"),
-    "python": ("entry", "classes", "class_names", "zero_label_is_null"),
+    "python": ("entry", "classes", "class_names", "zero_label_is_null", "prediction", "path_kind", "null_label"),
+    "sd3": ("prompts", "negative_prompt"),
 }
-REQUIRED_SOURCE_KEYS = {"dit": ("classes",), "stable_diffusion": ("prompts",), "python": ("entry",)}
+REQUIRED_SOURCE_KEYS = {"dit": ("classes",), "stable_diffusion": ("prompts",), "python": ("entry",),
+                        "sd3": ("prompts",)}
+PROMPT_SOURCES = ("stable_diffusion", "sd3")
+# model keys of the python source that apply to one network kind only (model.prediction: sample, the default, or
+# velocity)
+PYTHON_KIND_KEYS = {"sample": ("zero_label_is_null",), "velocity": ("path_kind", "null_label")}
 SIGMA_KEYS = ("sigma_min", "sigma_max", "rho")
 
 
@@ -111,7 +117,7 @@ def class_names(spec: dict) -> list[str] | None:
     source = pretrained_source(spec)
     if source is not None:
         model = spec["model"]
-        if source == "stable_diffusion":
+        if source in PROMPT_SOURCES:
             return list(model["prompts"])
         if source == "dit" and all(isinstance(c, str) for c in model["classes"]):
             return list(model["classes"])
@@ -251,10 +257,10 @@ def _check_pretrained(spec: dict, key: str) -> None:
     source, model, sampling = spec["model"]["source"], spec["model"], spec["sampling"]
     for section in ("data", "train", "schedule"):
         if section in spec:
-            what = "the sigma grid is set by sampling.steps and sampling.sigma_min/sigma_max/rho" if (
-                section == "schedule" and source == "python") else (
-                "the schedule is rebuilt from the model's scheduler config" if section == "schedule" else
-                "the model is not trained here")
+            grids = {"python": "the grid is set by sampling.steps (and for a denoiser sampling.sigma_min/sigma_max/rho)",
+                     "sd3": "the sigma grid is the flow-matching scheduler's for sampling.steps"}
+            what = grids.get(source, "the schedule is rebuilt from the model's scheduler config") if (
+                section == "schedule") else "the model is not trained here"
             raise ConfigError(f"{key}.{section}: a pretrained model (model.source: {source}) takes no {section} "
                               f"section: {what} (rule: unused-section)")
     for name in sorted(set(model) - {"source", "path"} - set(SOURCE_KEYS[source])):
@@ -264,7 +270,7 @@ def _check_pretrained(spec: dict, key: str) -> None:
     for name in REQUIRED_SOURCE_KEYS.get(source, ()):
         if name not in model:
             raise ConfigError(f"{key}.model.{name}: required for model.source {source} (rule: required)")
-    if source == "stable_diffusion":
+    if source in PROMPT_SOURCES:
         prompts = model["prompts"]
         for j, prompt in enumerate(prompts):
             if prompt in prompts[:j]:
@@ -274,21 +280,35 @@ def _check_pretrained(spec: dict, key: str) -> None:
             raise ConfigError(f"{key}.model.negative_prompt: {model.get('negative_prompt', '')!r} is also one of the "
                               "prompts (rule: unique)")
     if source == "python":
+        kind = model.get("prediction", "sample")
+        for other, keys in PYTHON_KIND_KEYS.items():
+            for name in keys:
+                if other != kind and name in model:
+                    raise ConfigError(f"{key}.model.{name}: applies to model.prediction {other} only, not {kind} "
+                                      "(rule: unused-key)")
+        if kind == "velocity" and "path_kind" not in model:
+            raise ConfigError(f"{key}.model.path_kind: required for model.prediction velocity (linear or gvp) "
+                              "(rule: required)")
         if any(not isinstance(c, int) for c in model.get("classes", [])):
             raise ConfigError(f"{key}.model.classes: label ids (integers) for model.source python (rule: type)")
         if "class_names" in model and "classes" in model and len(model["class_names"]) != len(model["classes"]):
             raise ConfigError(f"{key}.model.class_names: has {len(model['class_names'])} names, model.classes "
                               f"{len(model['classes'])} (rule: same-length)")
+        if "null_label" in model and model["null_label"] in model.get("classes", []):
+            raise ConfigError(f"{key}.model.null_label: {model['null_label']} is also one of model.classes "
+                              "(rule: unique)")
         if sampling["kernel"] != "ddpm" or sampling["variance"] != "small":
-            raise ConfigError(f"{key}.sampling.kernel: model.source python samples with the ancestral step in sigma "
-                              "(kernel ddpm, variance small) (rule: sigma-ancestral)")
+            raise ConfigError(f"{key}.sampling.kernel: model.source python samples with the ancestral step of its "
+                              "path (kernel ddpm, variance small) (rule: sigma-ancestral)")
+    if source == "python" and model.get("prediction", "sample") == "sample":
         lo, hi = sampling.get("sigma_min", 0.002), sampling.get("sigma_max", 80.0)
         if not lo < hi:
             raise ConfigError(f"{key}.sampling.sigma_min: must be below sigma_max ({lo} >= {hi}) (rule: order)")
     else:
         for name in SIGMA_KEYS:
             if name in sampling:
-                raise ConfigError(f"{key}.sampling.{name}: applies to model.source python only (rule: unused-key)")
+                raise ConfigError(f"{key}.sampling.{name}: applies to model.source python with a sigma denoiser only "
+                                  "(rule: unused-key)")
     names = class_names(spec)
     if names is not None and sampling["shards"] > sampling["trajectories_per_class"] * len(names):
         raise ConfigError(f"{key}.sampling.shards: more shards than trajectories (rule: shards <= trajectories)")

@@ -2,8 +2,9 @@
 
 Step ``i`` (i = 1 … S) goes from ``times[i]`` to ``times[i-1]``. On a respaced grid its beta is recomputed
 from alpha_bar, ``beta_i = 1 - alpha_bar[times[i]] / alpha_bar[times[i-1]]`` (Nichol & Dhariwal 2021, §4).
-Both means are affine in (x_t, eps); ``mean_coefficients`` gives that form for any chain, ``step_coefficients``
-the same in a network's native output (eps, v or x_0), and ``sampler_chain`` builds the chain a config's
+Both means are affine in (x_t, eps); ``mean_coefficients`` gives that form for any chain, ``x0_mean_coefficients``
+the same in (x_t, x̂_0), ``step_coefficients`` the same in a network's native output (eps, v, x_0, or the velocity of a
+Gaussian path, ``seminfo.gaussian_path``), and ``sampler_chain`` builds the chain a config's
 ``sampling`` section asks for (both experiment kinds).
 """
 
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .gaussian_path import VELOCITY_PREDICTIONS, velocity_x0_coefficients
 from .schedules import Schedule, respaced_times
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "ddim_mean",
     "ddim_chain",
     "mean_coefficients",
+    "x0_mean_coefficients",
     "eps_coefficients",
     "step_coefficients",
     "x0_coefficients",
@@ -159,29 +162,58 @@ def mean_coefficients(chain: ReverseChain, i: int) -> tuple[float, float]:
     return a, -float(ddpm_mean_shift(ab_t, beta)) * a
 
 
+def x0_mean_coefficients(chain: ReverseChain, i: int) -> tuple[float, float]:
+    """(c_x, c_0) with the mean of step i of ``chain`` = ``c_x x_t + c_0 x̂_0``, in float64; defined also where
+    alpha_bar_t = 0 (a path grid that starts at pure noise), where the eps form of ``mean_coefficients`` is not.
+
+    'small' / 'large': the mean of q(x_s | x_t, x_0) (Ho et al. 2020, eq. 7), c_x = sqrt(1 - beta) (1 - ab_s) /
+    (1 - ab_t), c_0 = sqrt(ab_s) beta / (1 - ab_t). 'ddim': ``ddim_mean`` with eps = (x_t - sqrt(ab_t) x̂_0) /
+    sqrt(1 - ab_t), c_x = k / sqrt(1 - ab_t), c_0 = sqrt(ab_s) - k sqrt(ab_t / (1 - ab_t)), k = sqrt(max(1 - ab_s -
+    sigma^2, 0)). Algebraically the same means as ``mean_coefficients``.
+    """
+    ab_t, ab_s = float(chain.alpha_bar[i]), float(chain.alpha_bar[i - 1])
+    if chain.variance == "ddim":
+        k = math.sqrt(max(1.0 - ab_s - float(chain.sigma[i - 1]) ** 2, 0.0))
+        return k / math.sqrt(1.0 - ab_t), math.sqrt(ab_s) - k * math.sqrt(ab_t / (1.0 - ab_t))
+    beta = float(chain.beta[i - 1])
+    return math.sqrt(1.0 - beta) * (1.0 - ab_s) / (1.0 - ab_t), math.sqrt(ab_s) * beta / (1.0 - ab_t)
+
+
 def eps_coefficients(prediction: str, alpha_bar_t: float) -> tuple[float, float]:
     """(p, q) with eps = p x_t + q out for a network whose native output ``out`` is of kind ``prediction``.
 
     'epsilon': (0, 1). 'sample' (x_0, a denoiser): x_t = sqrt(ab) x_0 + sqrt(1 - ab) eps gives
     (1 / sqrt(1 - ab), -sqrt(ab / (1 - ab))). 'v_prediction' (v = sqrt(ab) eps - sqrt(1 - ab) x_0, Salimans & Ho
-    2022): (sqrt(1 - ab), sqrt(ab)).
+    2022): (sqrt(1 - ab), sqrt(ab)). A velocity of a Gaussian path ('velocity_<path>', ``seminfo.gaussian_path``): from
+    its x̂_0 = r x_t + s out, (p, q) = ((1 - sqrt(ab) r) / sqrt(1 - ab), -sqrt(ab) s / sqrt(1 - ab)).
     """
     ab = float(alpha_bar_t)
+    if prediction in VELOCITY_PREDICTIONS:
+        r, s = velocity_x0_coefficients(prediction, ab)
+        root = math.sqrt(1.0 - ab)
+        return (1.0 - math.sqrt(ab) * r) / root, -math.sqrt(ab) * s / root
     if prediction == "epsilon":
         return 0.0, 1.0
     if prediction == "sample":
         return 1.0 / math.sqrt(1.0 - ab), -math.sqrt(ab / (1.0 - ab))
     if prediction == "v_prediction":
         return math.sqrt(1.0 - ab), math.sqrt(ab)
-    raise ValueError(f"unknown prediction type {prediction!r} (expected epsilon, v_prediction or sample)")
+    raise ValueError(f"unknown prediction type {prediction!r} (expected epsilon, v_prediction, sample or one of "
+                     f"{VELOCITY_PREDICTIONS})")
 
 
 def step_coefficients(chain: ReverseChain, i: int, prediction: str = "epsilon") -> tuple[float, float]:
     """(A, B) with the mean of step i of ``chain`` = ``A x_t + B out``, ``out`` the network's native output.
 
     ``mean_coefficients`` composed with ``eps_coefficients``; for 'epsilon' exactly ``mean_coefficients``. Two
-    conditions' means at the same x_t differ by ``B (out_c - out_s)``.
+    conditions' means at the same x_t differ by ``B (out_c - out_s)``. A velocity of a Gaussian path
+    ('velocity_<path>'): ``x0_mean_coefficients`` composed with ``x0_coefficients``, A = c_x + c_0 r, B = c_0 s, which
+    stays finite on a step from pure noise (alpha_bar_t = 0).
     """
+    if prediction in VELOCITY_PREDICTIONS:
+        c_x, c_0 = x0_mean_coefficients(chain, i)
+        r, s = velocity_x0_coefficients(prediction, chain.alpha_bar[i])
+        return c_x + c_0 * r, c_0 * s
     a, b = mean_coefficients(chain, i)
     if prediction == "epsilon":
         return a, b
@@ -190,8 +222,11 @@ def step_coefficients(chain: ReverseChain, i: int, prediction: str = "epsilon") 
 
 
 def x0_coefficients(prediction: str, alpha_bar_t: float) -> tuple[float, float]:
-    """(r, s) with x̂_0 = r x_t + s out (``predict_x0`` with eps from ``eps_coefficients``)."""
+    """(r, s) with x̂_0 = r x_t + s out (``predict_x0`` with eps from ``eps_coefficients``; a velocity's directly,
+    ``seminfo.gaussian_path.velocity_x0_coefficients``)."""
     ab = float(alpha_bar_t)
+    if prediction in VELOCITY_PREDICTIONS:
+        return velocity_x0_coefficients(prediction, ab)
     if prediction == "sample":
         return 0.0, 1.0
     p, q = eps_coefficients(prediction, ab)

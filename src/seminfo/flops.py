@@ -87,6 +87,57 @@ def _clip_text():
     return net, lambda: (torch.zeros(1, 77, dtype=torch.long),)
 
 
+def _sd35_medium():
+    from diffusers import SD3Transformer2DModel
+
+    # stabilityai/stable-diffusion-3.5-medium transformer/config.json (MMDiT-X: dual attention in layers 0-12, RMS
+    # q/k norm), 16x128x128 latents at 1024 px; context 77 CLIP + 256 T5 tokens of width 4096, pooled 2048
+    net = lambda: SD3Transformer2DModel(sample_size=128, patch_size=2, in_channels=16, num_layers=24,  # noqa: E731
+                                        attention_head_dim=64, num_attention_heads=24, joint_attention_dim=4096,
+                                        caption_projection_dim=1536, pooled_projection_dim=2048, out_channels=16,
+                                        pos_embed_max_size=384, dual_attention_layers=tuple(range(13)),
+                                        qk_norm="rms_norm")
+    return net, lambda: (torch.randn(1, 16, 128, 128), torch.randn(1, 333, 4096), torch.randn(1, 2048),
+                         torch.tensor([500.0]))
+
+
+def _sd3_vae_decoder_1024():
+    from diffusers import AutoencoderKL
+
+    # the Stable Diffusion 3 VAE: 16 latent channels, 8x downsampling, no quant convs
+    class Decode(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=16, layers_per_block=2,
+                                     down_block_types=("DownEncoderBlock2D",) * 4,
+                                     up_block_types=("UpDecoderBlock2D",) * 4, sample_size=1024,
+                                     use_quant_conv=False, use_post_quant_conv=False)
+
+        def forward(self, z):
+            return self.vae.decode(z).sample
+
+    return Decode, lambda: (torch.randn(1, 16, 128, 128),)
+
+
+def _clip_g_text():
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    # laion CLIP-ViT-bigG-14's text tower (SD3's text_encoder_2): width 1280, 32 layers
+    net = lambda: CLIPTextModelWithProjection(CLIPTextConfig(  # noqa: E731
+        hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20, projection_dim=1280,
+        hidden_act="gelu"))
+    return net, lambda: (torch.zeros(1, 77, dtype=torch.long),)
+
+
+def _t5_xxl_encoder():
+    from transformers import T5Config, T5EncoderModel
+
+    # google/t5-v1_1-xxl's encoder (SD3's text_encoder_3) on the pipeline's 256 tokens
+    net = lambda: T5EncoderModel(T5Config(d_model=4096, d_ff=10240, d_kv=64, num_heads=64, num_layers=24,  # noqa: E731
+                                          feed_forward_proj="gated-gelu", vocab_size=32128))
+    return net, lambda: (torch.zeros(1, 256, dtype=torch.long),)
+
+
 ARCHITECTURES = {
     "dit_xl2_256": _dit_xl2_256,
     "sd15_unet": _sd15_unet,
@@ -94,6 +145,10 @@ ARCHITECTURES = {
     "sd_vae_decoder_512": lambda: _vae_decoder(512),
     "cifar10_class_unet": _cifar_unet,
     "clip_text_encoder": _clip_text,
+    "sd35_medium_transformer": _sd35_medium,
+    "sd3_vae_decoder_1024": _sd3_vae_decoder_1024,
+    "clip_g_text_encoder": _clip_g_text,
+    "t5_xxl_encoder_256": _t5_xxl_encoder,
 }
 
 

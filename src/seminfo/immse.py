@@ -58,14 +58,17 @@ def log_snr_grid(alpha_bar, points: int, margin: float = 3.0) -> np.ndarray:
 def step_grid(alpha_bar, points: int) -> np.ndarray:
     """About ``points`` integer steps t in 1 … T, evenly spaced in log-SNR, ascending in gamma (descending in t).
 
-    ``alpha_bar`` is the schedule's array for t = 0 … T; a network can only be evaluated at these steps.
+    ``alpha_bar`` is the schedule's array for t = 0 … T; a network can only be evaluated at these steps. A grid that
+    ends at pure noise (alpha_bar_T = 0, a flow path's) has no finite log-SNR there: its top step is T - 1.
     """
     T = len(alpha_bar) - 1
     with np.errstate(divide="ignore"):
         u = np.log(snr(np.asarray(alpha_bar)[1:]))  # steps 1 … T, decreasing
+    top = T if np.isfinite(u[-1]) else T - 1
+    u = u[:top]
     targets = np.linspace(u[-1], u[0], points)
     steps = 1 + np.abs(u[None, :] - targets[:, None]).argmin(1)
-    steps = np.unique(np.concatenate([[1, T], steps]))[::-1]
+    steps = np.unique(np.concatenate([[1, top], steps]))[::-1]
     return steps
 
 

@@ -109,9 +109,9 @@ def precision_gate(precision: str, chain: ReverseChain, K: int, D: int, network:
             "relative_noise_power": rho, "noise_source": source}
 
 
-# Architectures of rounding_noise.yaml by model source: the own presets by name, DiT and Stable Diffusion 1.5 by
+# Architectures of rounding_noise.yaml by model source: the own presets by name, DiT and Stable Diffusion 1.5 and 3 by
 # their sources (other sizes of those families are close enough; an unmeasured one gets the largest value).
-_SOURCE_NETWORK = {"dit": "dit_xl2_256", "stable_diffusion": "sd15_unet"}
+_SOURCE_NETWORK = {"dit": "dit_xl2_256", "stable_diffusion": "sd15_unet", "sd3": "sd3_medium"}
 _DATA_SHAPES = {"digits": (1, 8, 8), "cifar10": (3, 32, 32)}
 
 

@@ -265,8 +265,9 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         "mutual_information": _var("mutual_information", ("time",), prior_entropy - marginal),
         **_band("mutual_information", ("time",), mi_band),
     }
-    karras = traj.attrs.get("model_source") == "python"  # a sigma grid: its steps are grid indices, not DDPM steps
-    step_name = "index of the Karras sigma grid (0 = data, T = noise)" if karras else "DDPM step (0 = data, T = noise)"
+    # a sigma grid or a flow path's grid: its steps are grid indices, not DDPM steps
+    grid = traj.attrs.get("model_source") in ("python", "sd3")
+    step_name = "index of the model's sampling grid (0 = data, T = noise)" if grid else "DDPM step (0 = data, T = noise)"
     with np.errstate(divide="ignore"):
         sigma = np.sqrt((1.0 - alpha_bar) / alpha_bar)
     coords = {

@@ -6,7 +6,9 @@
 - ``diffusers``: a class-conditional diffusers ``UNet2DModel`` folder (``diffusers_unet``)
 - ``dit``: a DiT folder, conditions a subset of its ImageNet classes (``dit``)
 - ``stable_diffusion``: a Stable Diffusion folder, conditions a list of prompts (``stable_diffusion``)
-- ``python``: a sigma-parameterised denoiser D(x; sigma, label) from a user's entry point (``sigma_denoiser``)
+- ``python``: a sigma-parameterised denoiser D(x; sigma, label) from a user's entry point (``sigma_denoiser``), or
+  with ``model.prediction: velocity`` a velocity network v(x, t, y) of a Gaussian path (``velocity``)
+- ``sd3``: a Stable Diffusion 3 folder (flow matching), conditions a list of prompts (``sd3``)
 
 A pretrained source is loaded from a local folder only (``from_pretrained(…, local_files_only=True)``).
 ``check_sources`` checks every pretrained experiment's folder from its JSON files when the workflow is parsed, so a
@@ -24,7 +26,7 @@ __all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "SOURCES", "
            "is_pretrained", "load_adapter", "inspect_source", "check_sources", "has_null_condition",
            "source_schedule", "adapter_record", "FolderError"]
 
-PRETRAINED = ("diffusers", "dit", "stable_diffusion", "python")
+PRETRAINED = ("diffusers", "dit", "stable_diffusion", "python", "sd3")
 SOURCES = ("own",) + PRETRAINED
 
 
@@ -38,18 +40,28 @@ def is_pretrained(spec: dict) -> bool:
 
 
 def _module(source: str):
-    from . import diffusers_unet, dit, sigma_denoiser, stable_diffusion
+    from . import diffusers_unet, dit, sd3, sigma_denoiser, stable_diffusion
 
     modules = {"diffusers": diffusers_unet, "dit": dit, "stable_diffusion": stable_diffusion,
-               "python": sigma_denoiser}
+               "python": sigma_denoiser, "sd3": sd3}
     if source not in modules:
         raise ValueError(f"unknown model source {source!r} (expected one of {SOURCES})")
     return modules[source]
 
 
+def _spec_module(spec: dict):
+    """The adapter module of an experiment: by source, and for python by ``model.prediction``."""
+    source = model_source(spec)
+    if source == "python" and spec["model"].get("prediction") == "velocity":
+        from . import velocity
+
+        return velocity
+    return _module(source)
+
+
 def inspect_source(spec: dict) -> dict:
     """What a pretrained experiment's folder holds, from its files (no weights loaded); FolderError if unusable."""
-    return _module(model_source(spec)).inspect(spec)
+    return _spec_module(spec).inspect(spec)
 
 
 def load_adapter(spec: dict, model_path, device) -> Adapter:
@@ -66,7 +78,7 @@ def load_adapter(spec: dict, model_path, device) -> Adapter:
     from ..io import InputError
 
     try:
-        return _module(source).load(spec, device)
+        return _spec_module(spec).load(spec, device)
     except FolderError as err:
         raise InputError(f"{err.key}: {err}") from None
 
@@ -87,7 +99,7 @@ def check_sources(config: dict) -> None:
         s = spec["sampling"]
         T = plan["schedule"].T
         check_guidance_and_tracking(spec, key, T, plan.get("names"), bool(plan["has_null"]))
-        if model_source(spec) != "python" and s["steps"] > T:
+        if model_source(spec) not in ("python", "sd3") and s["steps"] > T:
             raise ConfigError(f"{key}.sampling.steps: {s['steps']} exceeds the model's T = {T} (rule: steps <= T)")
         if plan.get("variance") == "learned_range":
             if s.get("kernel") == "ddim":

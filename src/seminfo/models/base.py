@@ -8,7 +8,8 @@ the model has one. Everything else the sampler needs is plain data on the adapte
     state_shape      shape of the chain's state (the latent shape for latent models)
     condition_names  the K conditions (class names, ImageNet labels, prompts)
     has_null         whether condition index K is the model's unconditional prediction
-    prediction       the network's output kind: 'epsilon', 'v_prediction' or 'sample' (x_0, a denoiser D)
+    prediction       the network's output kind: 'epsilon', 'v_prediction' or 'sample' (x_0, a denoiser D), or the
+                     velocity of a Gaussian path, 'velocity_<path>' (``seminfo.gaussian_path``)
     variance         'fixed' (the chain's sigma) or 'learned_range' (2C output channels; the last C interpolate
                      log beta and log beta-tilde per element, Nichol & Dhariwal 2021, eq. 15)
     schedule         the forward process, float64 (``seminfo.schedules.Schedule``), rebuilt from the model's own
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import torch
 
+from ..gaussian_path import VELOCITY_PREDICTIONS
 from ..schedules import Schedule
 
 __all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "unit_range"]
 
-PREDICTIONS = ("epsilon", "v_prediction", "sample")
+PREDICTIONS = ("epsilon", "v_prediction", "sample")  # a DDPM scheduler's prediction_type
 VARIANCES = ("fixed", "learned_range")
 
 
@@ -80,8 +82,9 @@ class Adapter(torch.nn.Module):
 
     def check(self) -> None:
         """Refuse an adapter whose attributes the sampler cannot use."""
-        if self.prediction not in PREDICTIONS:
-            raise ValueError(f"{self.source}: prediction type {self.prediction!r} is not one of {PREDICTIONS}")
+        if self.prediction not in PREDICTIONS + VELOCITY_PREDICTIONS:
+            raise ValueError(f"{self.source}: prediction type {self.prediction!r} is not one of "
+                             f"{PREDICTIONS + VELOCITY_PREDICTIONS}")
         if self.variance not in VARIANCES:
             raise ValueError(f"{self.source}: variance {self.variance!r} is not one of {VARIANCES}")
         if len(set(self.condition_names)) != len(self.condition_names) or not self.condition_names:

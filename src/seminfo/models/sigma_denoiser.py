@@ -47,7 +47,8 @@ from ..schedules import karras_sigmas, sigma_schedule
 from .base import Adapter, unit_range
 from .folders import FolderError, resolve_path
 
-__all__ = ["SIGMA_DEFAULTS", "sigma_grid", "inspect", "entry_function", "SigmaDenoiserAdapter", "load"]
+__all__ = ["SIGMA_DEFAULTS", "sigma_grid", "inspect", "entry_function", "entry_network", "entry_classes",
+           "SigmaDenoiserAdapter", "load"]
 
 SIGMA_DEFAULTS = {"sigma_min": 0.002, "sigma_max": 80.0, "rho": 7.0}  # Karras et al. (2022), Table 1
 
@@ -129,9 +130,9 @@ class SigmaDenoiserAdapter(Adapter):
                                      "null": "all-zero label" if self.has_null else None}
 
 
-def load(spec: dict, device) -> SigmaDenoiserAdapter:
-    model = spec["model"]
-    plan = inspect(spec)
+def entry_network(model: dict) -> torch.nn.Module:
+    """``model.entry`` called with ``model.path``: a ``torch.nn.Module`` with img_channels, img_resolution and a
+    positive label_dim (a class-conditional network), or a FolderError naming model.entry."""
     try:
         net = entry_function(model["entry"])(str(model["path"]))
     except FolderError:
@@ -143,12 +144,17 @@ def load(spec: dict, device) -> SigmaDenoiserAdapter:
         raise FolderError(f"{model['entry']!r}: returned a {type(net).__name__}, not a torch.nn.Module", "model.entry")
     missing = [a for a in ("img_channels", "img_resolution", "label_dim") if not hasattr(net, a)]
     if missing:
-        raise FolderError(f"{model['entry']!r}: the network lacks {missing} (see seminfo.models.sigma_denoiser for "
-                          "the interface)", "model.entry")
+        raise FolderError(f"{model['entry']!r}: the network lacks {missing} (see seminfo.models.sigma_denoiser or "
+                          "seminfo.models.velocity for the interface)", "model.entry")
     label_dim = int(net.label_dim)
     if label_dim < 1:
         raise FolderError(f"{model['entry']!r}: label_dim is {label_dim}: not a class-conditional network",
                           "model.entry")
+    return net
+
+
+def entry_classes(model: dict, label_dim: int) -> tuple[list[int], list[str]]:
+    """The conditions' label ids (``model.classes``, default all) and names (``model.class_names``)."""
     classes = list(model.get("classes") or range(label_dim))
     bad = [c for c in classes if not 0 <= c < label_dim]
     if bad:
@@ -156,4 +162,12 @@ def load(spec: dict, device) -> SigmaDenoiserAdapter:
     names = model.get("class_names") or [str(c) for c in classes]
     if len(names) != len(classes):
         raise FolderError(f"names {len(names)} classes, the network has {len(classes)}", "model.class_names")
+    return classes, names
+
+
+def load(spec: dict, device) -> SigmaDenoiserAdapter:
+    model = spec["model"]
+    plan = inspect(spec)
+    net = entry_network(model)
+    classes, names = entry_classes(model, int(net.label_dim))
     return SigmaDenoiserAdapter(net, plan, classes, names).to(device).eval()

@@ -93,9 +93,10 @@ _AXIS: dict = {"mode": "t"}
 
 
 def time_axis_mode(ds: xr.Dataset) -> str:
-    """The figure's time axis: attribute ``plot_time_axis`` (plots.time_axis), else log SNR for a model sampled on a
-    sigma grid (model.source python: its steps are grid indices, not DDPM steps), else t/T."""
-    mode = ds.attrs.get("plot_time_axis") or ("log_snr" if ds.attrs.get("model_source") == "python" else "t")
+    """The figure's time axis: attribute ``plot_time_axis`` (plots.time_axis), else log SNR for a model sampled on its
+    own grid (model.source python: a Karras sigma grid or a flow path's; sd3: the scheduler's sigmas; their steps are
+    grid indices, not DDPM steps), else t/T."""
+    mode = ds.attrs.get("plot_time_axis") or ("log_snr" if ds.attrs.get("model_source") in ("python", "sd3") else "t")
     return mode if mode == "t" or "log_snr" in ds.coords else "t"
 
 
