@@ -1,8 +1,9 @@
 """Glue between Snakemake's ``script:`` directive and the stage functions.
 
 A rule's script is two lines: it imports a stage and hands it to ``run``, which sends logging and stderr to
-the rule's log file, pins the thread count to the rule's ``threads`` and turns expected failures into one
-clear line in the log instead of a deep traceback.
+the rule's log file, repeats every warning on Snakemake's console (e.g. a failed health check, ``seminfo.health``),
+pins the thread count to the rule's ``threads`` and turns expected failures into one clear line in the log instead
+of a deep traceback.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ def run(smk, stage, **kwargs):
     """Run ``stage(**kwargs)`` inside a Snakemake job, logging to the job's first log file."""
     log_path = smk.log[0] if len(smk.log) else None
     handlers = [logging.FileHandler(log_path, mode="w")] if log_path else [logging.StreamHandler()]
+    if log_path:  # the package's warnings also on the console Snakemake shows (errors get their own line below)
+        console = logging.StreamHandler(sys.__stderr__)
+        console.addFilter(lambda record: record.levelno == logging.WARNING and record.name.startswith("seminfo"))
+        console.setFormatter(logging.Formatter(f"seminfo ({smk.rule}) warning: %(message)s"))
+        handlers.append(console)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         handlers=handlers, force=True)
     if log_path:
