@@ -1,4 +1,5 @@
-"""End-to-end: one Snakemake run with one experiment per pretrained source, each on its tiny twin (acceptance 1).
+"""End-to-end: one Snakemake run with one experiment per pretrained source, each on its tiny twin (acceptance 1), and
+a twin built to explode at its first step, whose health checks fail (issue 18).
 
 The twins are written with the libraries' save_pretrained and loaded by the workflow through the real path, with
 hub access off.
@@ -41,10 +42,15 @@ def run_dir(tmp_path_factory):
                          "prompts": ["a red cat", "a blue cat"]}},
         "edm": {"kind": "ddpm", "sampling": SAMPLING | {"sigma_min": 0.01, "sigma_max": 20.0},
                 "model": {"source": "python", "path": params, "entry": entry, "class_names": ["a", "b", "c"]}},
+        "broken": {"kind": "ddpm", "sampling": SAMPLING, "immse": {"enable": False},
+                   "model": {"source": "diffusers", "path": str(diffusers_twin(
+                       d / "broken", class_scale=3.0, out_scale=100.0,
+                       scheduler_kw={"timestep_spacing": "trailing"}))}},
     }}
     (d / "config.yaml").write_text(yaml.safe_dump(config))
     proc = snakemake(d, timeout=600)
     assert proc.returncode == 0, proc.stderr[-5000:]
+    (d / "console.txt").write_text(proc.stderr)
     return d
 
 
@@ -125,3 +131,48 @@ def test_a_guided_pretrained_model_skips_what_needs_unguided_samples(run_dir):
     assert "guided samples" in s.attrs["speciation_skipped"] and "speciation_time" not in s.attrs
     assert {"entropy", "model_entropy", "decision_time_median"} <= set(s.data_vars)
     assert (res / "figures" / "decisions.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_the_chain_is_the_pipelines_and_its_grid_is_recorded(run_dir):
+    """Each diffusers-format twin sampled on its scheduler's own grid (DDPMScheduler's default leading spacing; the
+    Stable Diffusion twin with steps_offset 1; the broken twin's trailing), recorded in every output, and the time axis
+    starts where the chain starts."""
+    from diffusers import DDPMScheduler
+
+    for name in ("unet", "dit", "sd", "broken"):
+        s = results(run_dir, name, "summary.nc")
+        folder = json.loads(s.attrs["config"])["model"]["path"]
+        sched = DDPMScheduler.from_pretrained(folder, subfolder="scheduler", local_files_only=True)
+        sched.set_timesteps(SAMPLING["steps"])
+        np.testing.assert_array_equal(np.atleast_1d(s.attrs["scheduler_timesteps"]), sched.timesteps.numpy())
+        assert s.attrs["timestep_spacing"] == sched.config.timestep_spacing
+        assert s.attrs["chain_start_time"] == int(s["time"].values[-1]) == int(sched.timesteps[0]) + 1
+        assert s.attrs["steps_offset"] == (sched.config.steps_offset if s.attrs["timestep_spacing"] == "leading" else 0)
+    assert results(run_dir, "unet", "summary.nc").attrs["chain_start_time"] < 100  # leading: below T
+    assert results(run_dir, "edm", "summary.nc").attrs["timestep_spacing"] == "even"  # its Karras sigma grid
+
+
+@pytest.mark.slow
+def test_a_chain_that_explodes_fails_its_health_checks_with_a_warning(run_dir):
+    """The twin whose output is scaled by 100, from tau = T - 1: its summary.nc, health.json and the console name the
+    failed checks and what to try; every run has its checks, and the exact Gaussian denoiser's states stay in range
+    (its 4-step grid is coarse: first_step may fail, with the sigma grid's advice)."""
+    broken = results(run_dir, "broken", "summary.nc")
+    assert broken.attrs["health_failed"] == "state_range, first_step"
+    assert broken.attrs["health_state_range"] > 0.5 and broken.attrs["health_first_step"] > 0.9
+    assert "timestep spacing" in broken.attrs["health_advice"]
+    report = json.loads((run_dir / "results" / "broken" / "health.json").read_text())
+    assert report["failed"] == ["state_range", "first_step"] and report["details"]["state_max_abs"] > 10
+    console = (run_dir / "console.txt").read_text()
+    assert "seminfo (health) warning: broken: health check state_range failed" in console
+    assert "seminfo (health) warning: broken: health check first_step failed" in console
+    for name in ("unet", "dit", "sd", "edm"):
+        assert (run_dir / "results" / name / "health.json").is_file()
+        assert {"health_failed", "health_state_range", "health_first_step"} <= set(results(run_dir, name,
+                                                                                           "summary.nc").attrs)
+    edm = results(run_dir, "edm", "summary.nc")
+    assert edm.attrs["health_state_range"] == 0.0 and "edm: health check state_range" not in console
+    assert "timestep_spacing" not in edm.attrs["health_advice"]
+    unet = results(run_dir, "unet", "summary.nc")  # the I-MMSE inputs' range is checked where the study runs
+    assert "health_immse_inputs" in unet.attrs and unet.attrs["immse_input_bound"] == 1.5

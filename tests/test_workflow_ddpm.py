@@ -157,3 +157,20 @@ def test_gpu_jobs_share_the_cores_among_the_gpus(tmp_path, resources, threads):
     assert {rule for rule, _ in jobs} >= gpu_rules | {"ddpm_posterior"}
     assert {n for rule, n in jobs if rule in gpu_rules} == {threads}
     assert {n for rule, n in jobs if rule == "ddpm_posterior"} == {1}
+
+
+@pytest.mark.slow
+def test_own_model_chain_and_health_are_recorded(run_dir):
+    """The own UNet samples on the even grid from T without clipping, as it always has; its health checks include the
+    independent classifier's agreement (digits) and the I-MMSE inputs' range (its data, inside [-1, 1])."""
+    import json
+
+    ds = xr.open_dataset(run_dir / "results" / "one_shard" / "summary.nc", engine="netcdf4")
+    assert ds.attrs["timestep_spacing"] == "even" and ds.attrs["x0_clipping"] == "none"
+    assert ds.attrs["chain_start_time"] == int(ds["time"].values[-1]) == 100 and "scheduler_timesteps" not in ds.attrs
+    quality = json.loads((run_dir / "results" / "one_shard" / "quality.json").read_text())
+    assert ds.attrs["health_sample_agreement"] == quality["sample_label_agreement"]
+    assert ds.attrs["health_immse_inputs"] == 0.0 and ds.attrs["immse_input_bound"] == 1.5
+    report = json.loads((run_dir / "results" / "one_shard" / "health.json").read_text())
+    assert set(report["checks"]) == {"state_range", "first_step", "immse_inputs", "sample_agreement"}
+    assert ds.attrs["health_failed"] == (", ".join(report["failed"]) or "none")

@@ -3,7 +3,8 @@
 Each builder writes a folder with the library's own ``save_pretrained`` (``DDPMPipeline``, ``DiTPipeline``,
 ``StableDiffusionPipeline``), so the adapters load them through the same path as a downloaded model. ``class_scale``
 scales the class embeddings (so that trajectories separate the classes); ``identical=True`` makes every condition
-the same (equal embedding rows, or text embeddings that are all zero), so no step can carry information.
+the same (equal embedding rows, or text embeddings that are all zero), so no step can carry information;
+``out_scale`` scales the UNet's output layer (a large one makes a twin whose chain explodes at its first step).
 """
 
 from __future__ import annotations
@@ -107,11 +108,11 @@ def _scheduler(prediction="epsilon", T=100, variance_type="fixed_small", **kw):
     from diffusers import DDPMScheduler
 
     return DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", beta_start=1e-3, beta_end=0.1,
-                         prediction_type=prediction, variance_type=variance_type, clip_sample=False, **kw)
+                         prediction_type=prediction, variance_type=variance_type, **({"clip_sample": False} | kw))
 
 
 def diffusers_twin(folder, prediction="epsilon", classes=3, null_label=None, class_scale=1.0, identical=False,
-                   learned=False, scheduler_kw=None, seed=0):
+                   learned=False, scheduler_kw=None, seed=0, out_scale=1.0):
     """A DDPMPipeline folder with a class-conditional UNet2DModel on 1x8x8 images."""
     from diffusers import DDPMPipeline, UNet2DModel
 
@@ -124,6 +125,8 @@ def diffusers_twin(folder, prediction="epsilon", classes=3, null_label=None, cla
         unet.class_embedding.weight.mul_(class_scale)
         if identical:
             unet.class_embedding.weight.copy_(unet.class_embedding.weight[:1].expand_as(unet.class_embedding.weight))
+        unet.conv_out.weight.mul_(out_scale)
+        unet.conv_out.bias.mul_(out_scale)
     sched = _scheduler(prediction, variance_type="learned_range" if learned else "fixed_small", **(scheduler_kw or {}))
     DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(folder)
     return Path(folder)

@@ -16,7 +16,7 @@ import jsonschema
 import yaml
 
 __all__ = ["STUDY_SECTIONS", "ConfigError", "load_schema", "validate_config", "class_index", "experiment_hash", "class_names",
-           "pretrained_source", "PRETRAINED_SOURCES"]
+           "pretrained_source", "PRETRAINED_SOURCES", "check_grids"]
 
 
 # Optional per-experiment sections of the studies: they never change what sampling produces (nor the config hash).
@@ -168,6 +168,25 @@ def _check_schedule(spec: dict, key: str) -> None:
     steps = spec["sampling"]["steps"]
     if steps > sched["T"]:
         raise ConfigError(f"{key}.sampling.steps: {steps} exceeds schedule.T = {sched['T']} (rule: steps <= T)")
+    if spec["kind"] == "ddpm":
+        check_grids(spec, key, sched["T"])
+
+
+def check_grids(spec: dict, key: str, T: int, spacing: str = "even", steps_offset: int = 0) -> None:
+    """The grids of a network experiment's chains (``sampling.steps`` and ``guidance_study.steps``) exist for T with
+    ``sampling.timestep_spacing``, else the model's ``spacing`` and ``steps_offset`` (``schedules.chain_times``);
+    raises ``ConfigError`` naming the key. Step counts above T are left to the steps <= T checks."""
+    from .schedules import chain_times
+
+    spacing = spec["sampling"].get("timestep_spacing", spacing)
+    for name, steps in (("sampling.steps", spec["sampling"]["steps"]),
+                        ("guidance_study.steps", spec.get("guidance_study", {}).get("steps"))):
+        if steps is None or steps > T:
+            continue
+        try:
+            chain_times(T, steps, spacing, steps_offset)
+        except ValueError as err:
+            raise ConfigError(f"{key}.{name}: {err} (rule: scheduler-grid)") from None
 
 
 def _check_sampling_kernel(spec: dict, key: str) -> None:
@@ -300,6 +319,9 @@ def _check_pretrained(spec: dict, key: str) -> None:
         if sampling["kernel"] != "ddpm" or sampling["variance"] != "small":
             raise ConfigError(f"{key}.sampling.kernel: model.source python samples with the ancestral step of its "
                               "path (kernel ddpm, variance small) (rule: sigma-ancestral)")
+        if "timestep_spacing" in sampling:
+            raise ConfigError(f"{key}.sampling.timestep_spacing: model.source python samples on its own grid (the "
+                              "Karras sigma grid, or the path's uniform grid) (rule: unused-key)")
     if source == "python" and model.get("prediction", "sample") == "sample":
         lo, hi = sampling.get("sigma_min", 0.002), sampling.get("sigma_max", 80.0)
         if not lo < hi:

@@ -1,22 +1,26 @@
 """The reverse (generative) chain on a respaced grid: per-step coefficients in float64, the DDPM and DDIM means.
 
 Step ``i`` (i = 1 … S) goes from ``times[i]`` to ``times[i-1]``. On a respaced grid its beta is recomputed
-from alpha_bar, ``beta_i = 1 - alpha_bar[times[i]] / alpha_bar[times[i-1]]`` (Nichol & Dhariwal 2021, §4).
-Both means are affine in (x_t, eps); ``mean_coefficients`` gives that form for any chain, ``x0_mean_coefficients``
-the same in (x_t, x̂_0), ``step_coefficients`` the same in a network's native output (eps, v, x_0, or the velocity of a
-Gaussian path, ``seminfo.gaussian_path``), and ``sampler_chain`` builds the chain a config's
-``sampling`` section asks for (both experiment kinds).
+from alpha_bar, ``beta_i = 1 - alpha_bar[times[i]] / alpha_bar[times[i-1]]`` (Nichol & Dhariwal 2021, §4), which is
+also what diffusers' ``DDPMScheduler.step`` computes from ``alphas_cumprod`` at a timestep and its
+``previous_timestep``. The grid (``seminfo.schedules.chain_times``) is evenly spaced up to T, or the one a diffusers
+scheduler's ``set_timesteps`` makes, whose first step may start below T (leading spacing). Both means are affine in
+(x_t, eps); ``mean_coefficients`` gives that form for any chain, ``x0_mean_coefficients`` the same in (x_t, x̂_0),
+``step_coefficients`` the same in a network's native output (eps, v, x_0, or the velocity of a Gaussian path,
+``seminfo.gaussian_path``), ``clipping_gain`` how the mean moves with x̂_0 when a scheduler clips it
+(``seminfo.clipping``), and ``sampler_chain`` builds the chain a config's ``sampling`` section asks for (both
+experiment kinds).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from .gaussian_path import VELOCITY_PREDICTIONS, velocity_x0_coefficients
-from .schedules import Schedule, respaced_times
+from .schedules import Schedule, chain_times
 
 __all__ = [
     "ReverseChain",
@@ -32,6 +36,7 @@ __all__ = [
     "eps_coefficients",
     "step_coefficients",
     "x0_coefficients",
+    "clipping_gain",
     "learned_range_log_variance",
     "sampler_chain",
 ]
@@ -41,12 +46,15 @@ __all__ = [
 class ReverseChain:
     """Coefficients of a respaced reverse chain; every array is float64.
 
-    times      (S+1,)  integer grid, ascending, times[0] = 0, times[S] = T
-    alpha_bar  (S+1,)  alpha_bar on the grid
-    beta       (S,)    beta of step i (index i-1), from times[i] to times[i-1]
-    beta_tilde (S,)    posterior variance of q(x_{t'} | x_t, x_0) for that step
-    sigma      (S,)    the standard deviation the sampler uses (sqrt of beta_tilde or beta; 0 on the last step)
-    variance   'small' (beta_tilde) or 'large' (beta); 'ddim' for a chain from ``ddim_chain``
+    times        (S+1,)  integer grid, ascending, times[0] = 0; times[S] <= T is where the chain starts, from
+                         x ~ N(0, I) (T on an even grid; below T on a diffusers grid with leading spacing)
+    alpha_bar    (S+1,)  alpha_bar on the grid
+    beta         (S,)    beta of step i (index i-1), from times[i] to times[i-1]
+    beta_tilde   (S,)    posterior variance of q(x_{t'} | x_t, x_0) for that step
+    sigma        (S,)    the standard deviation the sampler uses (sqrt of beta_tilde or beta; 0 on the last step)
+    variance     'small' (beta_tilde) or 'large' (beta); 'ddim' for a chain from ``ddim_chain``
+    spacing      the grid's ``timestep_spacing`` (``seminfo.schedules.chain_times``): 'even', 'leading', …
+    steps_offset the scheduler's ``steps_offset`` added to the grid (leading spacing; 0 for the others)
     """
 
     times: np.ndarray
@@ -55,10 +63,26 @@ class ReverseChain:
     beta_tilde: np.ndarray
     sigma: np.ndarray
     variance: str
+    spacing: str = "even"
+    steps_offset: int = 0
 
     @property
     def steps(self) -> int:
         return int(self.beta.size)
+
+    @property
+    def start_time(self) -> int:
+        """The grid time the chain starts from, times[S]: where x ~ N(0, I) is drawn and P(c | x) is the prior."""
+        return int(self.times[-1])
+
+    def grid_attrs(self) -> dict:
+        """What output files record of the grid: its spacing, steps_offset, start time and, for a diffusers grid,
+        the scheduler's timesteps tau = t - 1 in sampling order (netCDF-safe values)."""
+        attrs = {"timestep_spacing": self.spacing, "steps_offset": int(self.steps_offset),
+                 "chain_start_time": self.start_time}
+        if self.spacing != "even":
+            attrs["scheduler_timesteps"] = (self.times[1:][::-1] - 1).astype(np.int64)
+        return attrs
 
     @property
     def posterior_start(self) -> int:
@@ -70,21 +94,24 @@ class ReverseChain:
         return 0 if self.sigma[0] > 0 else 1
 
 
-def reverse_chain(schedule: Schedule, steps: int, variance: str = "small") -> ReverseChain:
-    """Respace ``schedule`` to ``steps`` steps and compute the reverse-step coefficients.
+def reverse_chain(schedule: Schedule, steps: int, variance: str = "small", spacing: str = "even",
+                  steps_offset: int = 0) -> ReverseChain:
+    """Respace ``schedule`` to ``steps`` steps on the grid of ``spacing`` (``seminfo.schedules.chain_times``) and
+    compute the reverse-step coefficients.
 
     The last step (t_1 -> 0) is noiseless for every variance, as in Ho et al. (2020), Algorithm 2 (z = 0 at t = 1);
     with 'small' its beta-tilde vanishes anyway.
     """
     if variance not in ("small", "large"):
         raise ValueError(f"variance must be 'small' or 'large', got {variance!r}")
-    times = respaced_times(schedule.T, steps)
+    times = chain_times(schedule.T, steps, spacing, steps_offset)
     ab = schedule.alpha_bar[times]
     beta = 1.0 - ab[1:] / ab[:-1]
     beta_tilde = beta * (1.0 - ab[:-1]) / (1.0 - ab[1:])
     sigma = np.sqrt(beta_tilde if variance == "small" else beta)
     sigma[0] = 0.0
-    return ReverseChain(times, ab, beta, beta_tilde, sigma, variance)
+    offset = int(steps_offset) if spacing == "leading" else 0  # the other spacings do not use it
+    return ReverseChain(times, ab, beta, beta_tilde, sigma, variance, spacing, offset)
 
 
 def ddpm_mean_shift(alpha_bar_t, beta):
@@ -132,16 +159,16 @@ def ddim_mean(x_t, eps, alpha_bar_t, alpha_bar_s, sigma):
     return float(np.sqrt(alpha_bar_s)) * x0 + float(np.sqrt(max(1.0 - alpha_bar_s - sigma**2, 0.0))) * eps
 
 
-def ddim_chain(schedule: Schedule, steps: int, eta: float) -> ReverseChain:
+def ddim_chain(schedule: Schedule, steps: int, eta: float, spacing: str = "even",
+               steps_offset: int = 0) -> ReverseChain:
     """A respaced chain whose sampler is DDIM with ``0 < eta <= 1``: ``sigma = eta * sqrt(beta_tilde)``.
 
     ``variance`` is 'ddim'. Its last step has sigma = 0 like the small variance, so ``posterior_start`` is 1.
     """
     if not 0.0 < eta <= 1.0:
         raise ValueError(f"eta must lie in (0, 1] (eta = 0 is deterministic: no Bayes update), got {eta}")
-    base = reverse_chain(schedule, steps, "small")
-    sigma = ddim_sigma(base.alpha_bar[1:], base.alpha_bar[:-1], eta)
-    return ReverseChain(base.times, base.alpha_bar, base.beta, base.beta_tilde, sigma, "ddim")
+    base = reverse_chain(schedule, steps, "small", spacing, steps_offset)
+    return replace(base, sigma=ddim_sigma(base.alpha_bar[1:], base.alpha_bar[:-1], eta), variance="ddim")
 
 
 def mean_coefficients(chain: ReverseChain, i: int) -> tuple[float, float]:
@@ -177,6 +204,21 @@ def x0_mean_coefficients(chain: ReverseChain, i: int) -> tuple[float, float]:
         return k / math.sqrt(1.0 - ab_t), math.sqrt(ab_s) - k * math.sqrt(ab_t / (1.0 - ab_t))
     beta = float(chain.beta[i - 1])
     return math.sqrt(1.0 - beta) * (1.0 - ab_s) / (1.0 - ab_t), math.sqrt(ab_s) * beta / (1.0 - ab_t)
+
+
+def clipping_gain(chain: ReverseChain, i: int) -> float:
+    """G with the mean of step i of ``chain`` moving by ``G * d`` when x̂_0 moves by d with the rest held, float64.
+
+    What a scheduler holds is what it does not recompute from the clipped x̂_0 (``seminfo.clipping``). DDPM
+    (``DDPMScheduler.step``, Ho et al. 2020, eq. 7): mu = sqrt(ab_s) beta / (1 - ab_t) x̂_0 + sqrt(1 - beta)
+    (1 - ab_s) / (1 - ab_t) x_t, x_t held: G = sqrt(ab_s) beta / (1 - ab_t) (1 on the last step, to ab_s = 1).
+    DDIM (``DDIMScheduler.step``, Song et al. 2021, eq. 12): mu = sqrt(ab_s) x̂_0 + sqrt(1 - ab_s - sigma^2) eps,
+    the network's eps held: G = sqrt(ab_s).
+    """
+    ab_t, ab_s = float(chain.alpha_bar[i]), float(chain.alpha_bar[i - 1])
+    if chain.variance == "ddim":
+        return math.sqrt(ab_s)
+    return math.sqrt(ab_s) * float(chain.beta[i - 1]) / (1.0 - ab_t)
 
 
 def eps_coefficients(prediction: str, alpha_bar_t: float) -> tuple[float, float]:
@@ -246,15 +288,17 @@ def learned_range_log_variance(values, beta: float, beta_tilde: float):
     return frac * log_max + (1.0 - frac) * log_min
 
 
-def sampler_chain(schedule: Schedule, sampling: dict) -> ReverseChain:
+def sampler_chain(schedule: Schedule, sampling: dict, spacing: str = "even", steps_offset: int = 0) -> ReverseChain:
     """The reverse chain a ``sampling`` config section samples with, for both experiment kinds.
 
     ``kernel: ddim``: DDIM with sigma = eta sqrt(beta_tilde) (``eta`` default 1; ``variance`` is ignored). Any
     other kernel ('ddpm' or absent; the gmm-only 'exact', which uses the chain's grid only): the respaced DDPM
-    chain with the configured ``variance`` (default 'small').
+    chain with the configured ``variance`` (default 'small'). The grid is ``sampling.timestep_spacing`` when set,
+    else ``spacing`` (the model's own: ``seminfo.sampler.model_chain``), with ``steps_offset``.
     """
+    spacing = sampling.get("timestep_spacing", spacing)
     if sampling.get("kernel") == "ddim":
-        return ddim_chain(schedule, sampling["steps"], sampling.get("eta", 1.0))
+        return ddim_chain(schedule, sampling["steps"], sampling.get("eta", 1.0), spacing, steps_offset)
     if "eta" in sampling:
         raise ValueError(f"sampling.eta applies to kernel 'ddim' only, the kernel is {sampling.get('kernel')!r}")
-    return reverse_chain(schedule, sampling["steps"], sampling.get("variance", "small"))
+    return reverse_chain(schedule, sampling["steps"], sampling.get("variance", "small"), spacing, steps_offset)

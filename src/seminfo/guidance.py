@@ -14,6 +14,8 @@ guided chains of all conditions are Gaussian with one shared sigma (METHOD.md, "
   produced (the 2026 follow-up, arXiv 2602.09651).
 
 With w = 1, or outside the interval, out_null is not evaluated and both posteriors are the unguided one, bitwise.
+Where the model's scheduler clips x̂_0 (``seminfo.clipping``) each mean also carries the clipping term of its own
+(guided) output, as the pipeline clips the guided prediction's x̂_0; the sampler adds it to both deltas.
 """
 
 from __future__ import annotations

@@ -27,7 +27,6 @@ import xarray as xr
 
 from . import bootstrap
 from .config import experiment_hash
-from .diffusion import sampler_chain
 from .guidance import Guidance
 from .io import provenance
 from .one_vs_rest import binary_entropy_bits, clipped_posterior, ovr_log_posterior
@@ -138,13 +137,14 @@ def guidance_stage(spec: dict, experiment: str, model_path, output, options: dic
                    dpi: int = 150) -> None:
     """The guidance sweep of an experiment → guidance.nc (+ its figure) (rule guidance)."""
     from .network_stages import checked_adapter, class_prior, device
+    from .sampler import model_chain
 
     dev = device()
     model = checked_adapter(spec, model_path, dev)
     K, T = model.num_conditions, model.schedule.T
     prior = class_prior(spec["sampling"], K)
     sampling = {k: v for k, v in spec["sampling"].items() if k not in ("guidance", "tracking", "targets")}
-    chain = sampler_chain(model.schedule, sampling | {"steps": int(options["steps"])})
+    chain = model_chain(model, sampling | {"steps": int(options["steps"])})
     per_class, seed = int(options["trajectories_per_class"]), int(options["seed"])
     labels, _ = class_layout(K, per_class)
     indices = np.arange(labels.size)

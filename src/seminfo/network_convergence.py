@@ -18,8 +18,7 @@ import numpy as np
 import xarray as xr
 
 from .config import experiment_hash
-from .diffusion import sampler_chain
-from .io import provenance
+from .io import InputError, provenance
 from .posterior import entropy_bits, online_log_posterior
 from .stages import class_layout
 
@@ -57,17 +56,25 @@ def network_convergence_stage(spec: dict, experiment: str, model_path, output, o
     """Entropy profiles of the experiment's sampler at several S on the same seeds → convergence.nc (rule
     convergence, network models)."""
     from .network_stages import checked_adapter, device
+    from .sampler import model_chain
 
     dev = device()
     model = checked_adapter(spec, model_path, dev)
     K, T = model.num_conditions, model.schedule.T
-    steps = sorted({int(S) for S in options["steps"] if S <= T}) or [T]
     per_class, seed = int(options["trajectories_per_class"]), int(options["seed"])
     labels, _ = class_layout(K, per_class)
     sampling = {k: v for k, v in spec["sampling"].items() if k not in ("guidance", "tracking", "targets")}
+    chains = {}
+    for S in sorted({int(S) for S in options["steps"] if S <= T}) or [T]:
+        try:
+            chains[S] = model_chain(model, sampling | {"steps": S})
+        except ValueError as err:  # a step count the model's grid formula cannot space (schedules.chain_times)
+            log.warning("dropping S = %d: %s", S, err)
+    if not chains:
+        raise InputError(f"convergence.steps: no step count has a grid on the model's spacing ({options['steps']})")
+    steps = list(chains)
     profiles, grids = {}, {}
-    for S in steps:
-        chain = sampler_chain(model.schedule, sampling | {"steps": S})
+    for S, chain in chains.items():
         grids[S] = chain.times[chain.posterior_start:]
         profiles[S] = _profiles(model, chain, labels, seed, int(spec["sampling"]["batch_size"]), dev)
         log.info("S = %d: %d trajectories sampled", S, labels.size)

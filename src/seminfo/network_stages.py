@@ -21,14 +21,14 @@ import xarray as xr
 
 from .config import class_index, experiment_hash
 from .guidance import guidance_from_spec
-from .diffusion import sampler_chain
+from .health import outside_share, state_bound
 from .io import InputError, atomic_path, open_checked, packing, provenance, write_netcdf
 from .models import adapter_record, is_pretrained, load_adapter, model_source
 from .precision import check_experiment_precision
 from .one_vs_rest import binary_entropy_bits, clipped_posterior, half_prior_posterior, ovr_log_posterior
 from .posterior import online_log_posterior
 from .rao_blackwell import shared_sigma_expected_entropies
-from .sampler import sample_trajectories
+from .sampler import model_chain, sample_trajectories
 from .stages import class_layout, concat_shards, model_posterior_variables, resolve_partitions, trajectory_dataset
 
 log = logging.getLogger(__name__)
@@ -79,9 +79,8 @@ def model_check(spec: dict, experiment: str, output) -> None:
     """
     model = load_adapter(spec, None, device())
     record = adapter_record(spec, model)
-    for option, value in record["describe"].get("scheduler_options_not_applied", {}).items():
-        log.warning("the scheduler's %s = %r is not applied (the step stays affine in the network output)",
-                    option, value)
+    log.info("sampled as its pipeline samples: %s grid (steps_offset %d), x0 clipping %s", model.timestep_spacing,
+             model.steps_offset, record["describe"]["clipping"])
     log.info("%s: %d conditions %s, %s prediction, %s variance, state %s, T = %d; %d files, sha256 %s",
              model.source, model.num_conditions, list(model.condition_names), model.prediction, model.variance,
              tuple(model.state_shape), model.schedule.T, record["fingerprint"]["files"],
@@ -124,7 +123,7 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     dev = device()
     model = checked_adapter(spec, model_path, dev)
     K, names = model.num_conditions, list(model.condition_names)
-    chain = sampler_chain(model.schedule, s)
+    chain = model_chain(model, s)
     guidance, tracking = guidance_from_spec(s), s.get("tracking", "full")
     ovr = tracking == "one_vs_rest"
     targets = np.asarray(tracked_conditions(spec, names))
@@ -148,11 +147,13 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
              stats["evaluations"], 100 * stats["evaluations"] / stats["exact_evaluations"], stats["seconds"],
              100 * stats["model_seconds"] / stats["seconds"])
     start = chain.posterior_start
+    # the chain the model's pipeline samples: its grid and its scheduler's x0 clipping (seminfo.clipping)
+    grid = chain.grid_attrs() | {"x0_clipping": json.dumps(model.clipping.describe()) if model.clipping else "none"}
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": model.schedule.T, "seed": s["seed"], "shard": shard, "shards": s["shards"],
         "kernel": s.get("kernel", "ddpm"), "tracking": tracking, "network_evaluations": int(stats["evaluations"]),
         "precision": gate["precision"], "precision_entropy_bias_bound_bits": gate["entropy_bias_bound_bits"],
-    } | _ddim_attrs(s) | (guidance.describe() if guidance else {})
+    } | grid | _ddim_attrs(s) | (guidance.describe() if guidance else {})
     nat = "nat"
     data = {
         "label": ("traj", slots[idx]),
@@ -164,6 +165,11 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         "filmstrip_x0": (("example", "snapshot", "channel", "y", "x"), decode_states(model, out.snapshots, dev),
                          {"long_name": "predicted x0 along example trajectories", "units": "1"}),
         "snapshot_time": ("snapshot", out.snapshot_times, {"long_name": "time of the snapshot", "units": "1"}),
+        "state_outside_fraction": ("traj", outside_share(out.final, state_bound(model.latent)),
+                                   {"long_name": "share of the generated x0's values beyond the data's range "
+                                                 "(seminfo.health)", "units": "1", "bound": state_bound(model.latent)}),
+        "state_max_abs": ("traj", np.abs(out.final.reshape(idx.size, -1)).max(1),
+                          {"long_name": "largest |x0| of the generated state, in the chain's units", "units": "1"}),
     }
     if out.increments is not None:
         data["increment"] = (("traj", "step", "class"), out.increments,

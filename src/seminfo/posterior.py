@@ -5,8 +5,9 @@ posterior exactly by Bayes' rule (Handke et al. 2025, eq. 6):
 
     log P(c | x_t') = log P(c | x_t) + log N(x_t'; mu_c(x_t), sigma_c^2 I) - logsumexp_j(same),
 
-starting from the class prior at t = T. All functions work in log space on float64 numpy arrays, so the
-posterior can neither underflow nor produce NaN for finite increments.
+starting from the class prior where the chain starts (t = T, or below T on a scheduler's leading grid). All functions
+work in log space on float64 numpy arrays, so the posterior can neither underflow nor produce NaN for finite
+increments.
 """
 
 from __future__ import annotations

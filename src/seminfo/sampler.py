@@ -1,25 +1,30 @@
 """Ancestral sampling of a conditional diffusion model with the online Bayes increments of every step.
 
 The sampler sees a model only through its adapter (``seminfo.models.base``). One call advances all its
-trajectories together. Each step i = S … 1 (from ``times[i]`` to ``times[i-1]``) has a mean affine in the state and
-the network's native output, mu_c = A x_t + B out_c (``seminfo.diffusion.step_coefficients``: the DDPM mean for the
-'small' and 'large' chains, the DDIM mean for a chain from ``ddim_chain``, in eps, v or x_0 units), and a standard
-deviation sigma shared by all conditions (or, for a learned-range network, per element and per condition):
+trajectories together, from x ~ N(0, I) at the grid's start ``times[S]`` (T, or below T on a diffusers grid with
+leading spacing, as the model's pipeline starts; ``model_chain`` builds the grid the model's scheduler makes). Each
+step i = S … 1 (from ``times[i]`` to ``times[i-1]``) has a mean affine in the state and the network's native output,
+mu_c = A x_t + B out_c (``seminfo.diffusion.step_coefficients``: the DDPM mean for the 'small' and 'large' chains, the
+DDIM mean for a chain from ``ddim_chain``, in eps, v or x_0 units), plus, when the model's scheduler clips or
+thresholds x̂_0 (``model.clipping``), G (p(x̂_0,c) - x̂_0,c), nonlinear in the output (``seminfo.clipping``), and a
+standard deviation sigma shared by all conditions (or, for a learned-range network, per element and per condition):
 
 1. Evaluate the network for the planned (trajectory, condition) pairs, in chunks of ``eval_batch``
    (``seminfo.evaluator``): all K conditions of every trajectory, or, with pruning, those not yet decided against.
    This is the only work that grows with K, and the step where the time goes.
 2. Bayes increment of every evaluated condition: with the step actually taken, x_t' = mu_own + sigma z,
-   delta_c = mu_own - mu_c = -B (out_c - out_own), and the condition-dependent part of log N(x_t'; mu_c, sigma^2 I)
+   delta_c = mu_own - mu_c = -B (out_c - out_own) (+ G (gap_own - gap_c) with clipping), and the
+   condition-dependent part of log N(x_t'; mu_c, sigma^2 I)
    (``seminfo.posterior.shared_variance_increment``; ``diagonal_variance_increment`` when the variance is
    learned), in float64. The last step (to t = 0) adds no noise: it is not a Bayes step and needs only the
    trajectory's own condition. With a shared sigma the K x K Gram matrix of the delta_c is kept as well: the
    increments depend on the step's noise only through <delta_c, z>, so it is all the Rao–Blackwellised entropy rate
    needs (``seminfo.rao_blackwell``), whatever the state dimension.
-3. Move: x <- A x + B out_own + sigma z, the state in float64 (the network sees float32).
+3. Move: x <- A x + B out_own (+ G gap_own) + sigma z, the state in float64 (the network sees float32).
 
-What the posterior is. The update is exact Bayes for the chain that ran, so it gives P(c | x_t, x_{t+1}, …, x_T), the
-posterior given the whole path so far, whose mean entropy is at most the sampler's H(c | x_t) (conditioning on more
+What the posterior is. The update is exact Bayes for the chain that ran, so it gives P(c | x_t, x_{t+1}, …, x_start),
+the posterior given the whole path so far (it starts from the prior, exactly: the chain's first state is drawn from
+N(0, I) whatever the class), whose mean entropy is at most the sampler's H(c | x_t) (conditioning on more
 cannot raise entropy). It equals P(c | x_t) only when the chain is the exact time reversal of the forward process,
 under which the path above x_t carries no information about c beyond x_t: ancestral DDPM with the model's own
 kernels (and DDIM with eta = 1, the same chain) approaches that as the steps get finer (S -> inf; measured on
@@ -44,14 +49,15 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import ReverseChain, learned_range_log_variance, predict_x0, step_coefficients, x0_coefficients
+from .diffusion import (ReverseChain, learned_range_log_variance, predict_x0, sampler_chain, step_coefficients,
+                        x0_coefficients, clipping_gain)
 from .evaluator import PRECISIONS, PairEvaluator
 from .guidance import Guidance, guided_output
 from .noise import check_indices, normal
 from .posterior import diagonal_variance_increment, shared_variance_increment
 from .pruning import PRUNED
 
-__all__ = ["TrajectoryBatch", "PRECISIONS", "TRACKING", "snapshot_indices", "sample_trajectories"]
+__all__ = ["TrajectoryBatch", "PRECISIONS", "TRACKING", "snapshot_indices", "model_chain", "sample_trajectories"]
 
 TRACKING = ("full", "one_vs_rest")
 
@@ -62,8 +68,16 @@ _REPLAN_EVERY = {"cpu": 1}
 _REPLAN_EVERY_DEFAULT = 8
 
 
+def model_chain(model, sampling: dict) -> ReverseChain:
+    """The chain an experiment's ``sampling`` section samples with ``model`` (an adapter): its kernel, variance and
+    steps on the model's schedule, on the grid of ``sampling.timestep_spacing`` when set, else the model's own (its
+    scheduler's ``timestep_spacing`` and ``steps_offset``, as its pipeline's ``set_timesteps``; 'even' for the own
+    UNet and the sigma grid of a σ-denoiser)."""
+    return sampler_chain(model.schedule, sampling, model.timestep_spacing, model.steps_offset)
+
+
 def snapshot_indices(chain: ReverseChain, count: int) -> np.ndarray:
-    """Grid indices (descending, from T towards 0) at which predicted x_0 snapshots are taken."""
+    """Grid indices (descending, from the chain's start towards 0) at which predicted x_0 snapshots are taken."""
     return np.unique(np.round(np.linspace(chain.steps, 1, count)).astype(np.int64))[::-1]
 
 
@@ -75,7 +89,8 @@ class TrajectoryBatch:
     #                                one-vs-rest tracking. With guidance: the guided family's.
     gram: np.ndarray | None  # (N, S', K, K) float32 Gram matrices of the step's delta_c (shared sigma only)
     final: np.ndarray  # (N, *state_shape) float32, the generated x_0 in the chain's units
-    snapshots: np.ndarray  # (E, n_snapshots, *state_shape) float32 predicted x_0 of the example trajectories
+    snapshots: np.ndarray  # (E, n_snapshots, *state_shape) float32 predicted x_0 of the example trajectories (the
+    #                        clipped x̂_0 the step uses when the scheduler clips)
     snapshot_times: np.ndarray  # (n_snapshots,) int
     model_increments: np.ndarray | None = None  # (N, S', K) the unguided model's, with guidance
     ovr_increments: np.ndarray | None = None  # (N, S', 1 or K) one-vs-rest: log N(mu_c) - log N(mu_null)
@@ -118,8 +133,8 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     """Sample trajectories of the given conditions and record the per-step log-likelihood increments.
 
     model                an adapter (``seminfo.models.base.Adapter``) with K = ``model.num_conditions``
-    chain                DDPM ('small' / 'large') or DDIM chain (``seminfo.diffusion.sampler_chain``) on the
-                         adapter's schedule
+    chain                DDPM ('small' / 'large') or DDIM chain (``model_chain``, ``seminfo.diffusion.sampler_chain``)
+                         on the adapter's schedule; ``model.clipping`` (None: none) is applied to x̂_0 of every step
     labels               (N,) condition of each trajectory
     indices              (N,) global trajectory indices (key the per-trajectory noise)
     examples             boolean mask (N,) of trajectories whose predicted x_0 is snapshotted for figures
@@ -160,6 +175,7 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     shape = tuple(model.state_shape)
     D = int(np.prod(shape))
     learned = model.variance == "learned_range"
+    clipping = model.clipping
     snaps = snapshot_indices(chain, n_snapshots)
     nulls = guidance is not None or ovr or null_tracking
     evaluate = PairEvaluator(model, eval_batch, N * ((1 if ovr else K) + nulls), precision, compile, dev,
@@ -193,6 +209,9 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     for i in range(S, 0, -1):
         ab_t, sigma = float(chain.alpha_bar[i]), float(chain.sigma[i - 1])
         a, b = step_coefficients(chain, i, model.prediction)
+        if clipping is not None:
+            g = clipping_gain(chain, i)
+            r0, s0 = x0_coefficients(model.prediction, ab_t)
         w = 1.0 if guidance is None else guidance.scale_at(float(chain.times[i]))
         bayes = i > start
         if not bayes:
@@ -223,6 +242,20 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
         out_own = out.index_select(0, own_pos).double()
         move = guided_output(out_own, out_null, w) if w != 1.0 else out_own
 
+        def x0_gap(outputs, at):
+            """p(x̂_0) - x̂_0 (``seminfo.clipping``) of float64 outputs of the trajectories ``at``."""
+            x0 = r0 * x.index_select(0, at) + s0 * outputs
+            return clipping(x0) - x0
+
+        if clipping is not None:
+            move_gap = x0_gap(move, arange)
+
+        def with_clipping(delta, outputs, at):
+            """delta = mu(move) - mu(outputs) of the affine means, plus G (gap_move - gap_outputs) with clipping."""
+            if clipping is None:
+                return delta
+            return delta + g * (move_gap.index_select(0, at) - x0_gap(outputs, at))
+
         def step_increment(delta, at, lv):
             """log N(x'; mu_c, .) up to a common constant, for pairs of trajectories ``at`` (x' = mu_move + sigma z)."""
             if learned:
@@ -233,8 +266,13 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
             j = i - 1 - start
             unguided = None  # log N(x'; mu_c) of the unguided kernels, per pair
             if not ovr:
-                # 2. delta_c = mu~_own - mu~_c = -B w (out_c - out_own), exact in float64 (w = 1: unguided).
+                # 2. delta_c = mu~_own - mu~_c = -B w (out_c - out_own), exact in float64 (w = 1: unguided); with
+                #    clipping plus G (gap_own - gap_c) of the guided outputs, as the pipeline clips them.
                 delta = -(b * w) * (out.double() - out_own.index_select(0, rows))
+                if clipping is not None:
+                    guided = out.double() if w == 1.0 else guided_output(out.double(), out_null.index_select(0, rows),
+                                                                         w)
+                    delta = with_clipping(delta, guided, rows)
                 pair_inc = step_increment(delta, rows, log_var)
                 inc = torch.full((N * K,), PRUNED, **f64)
                 inc[flat] = pair_inc
@@ -250,24 +288,28 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
                 if model_increments is not None:
                     if w != 1.0:  # the unguided model's kernels against the step taken: delta_c = mu~_own - mu_c
                         unguided = torch.full((N * K,), PRUNED, **f64)
-                        unguided[flat] = step_increment(-b * (out.double() - move.index_select(0, rows)), rows,
-                                                        log_var)
+                        unguided[flat] = step_increment(with_clipping(-b * (out.double() - move.index_select(0, rows)),
+                                                                      out.double(), rows), rows, log_var)
                         unguided = unguided.view(N, K)
                     model_increments[:, j] = unguided
             if ovr_increments is not None:
                 # one condition against the null one: log N(x'; mu_c) - log N(x'; mu_null) (``seminfo.one_vs_rest``)
-                null_inc = step_increment(-b * (out_null - move), arange, log_var_null)
+                null_inc = step_increment(with_clipping(-b * (out_null - move), out_null, arange), arange, log_var_null)
                 if ovr:
-                    own_inc = step_increment(-b * (out_own - move), arange,
+                    own_inc = step_increment(with_clipping(-b * (out_own - move), out_own, arange), arange,
                                              None if log_var is None else log_var.index_select(0, own_pos))
                     ovr_increments[:, j, 0] = own_inc - null_inc
                 else:
                     ovr_increments[:, j] = unguided - null_inc[:, None]
         if i in snaps and example_rows.numel():
             x0 = _predicted_x0(model.prediction, x[example_rows], move[example_rows], ab_t)
+            if clipping is not None:
+                x0 = clipping(x0)
             snapshots[:, int(np.flatnonzero(snaps == i)[0])] = x0.float()
         # 3. the step with the trajectory's own (guided) kernel.
         x = a * x + b * move
+        if clipping is not None:
+            x = x + g * move_gap
         if z is not None:
             x = x + sigma * z
         bar.update(N)

@@ -2,7 +2,8 @@
 
 Convention used throughout the package: steps are numbered t = 1 … T with betas beta_1 … beta_T, and
 ``alpha_bar[t] = prod_{s <= t} (1 - beta_s)`` is stored for t = 0 … T with ``alpha_bar[0] = 1`` (t = 0 is
-data, t = T is noise). A respaced chain visits a subsequence ``times`` of 0 … T that contains 0 and T.
+data, t = T is noise). A respaced chain visits a subsequence ``times`` of 0 … T that starts at 0 (``chain_times``:
+evenly spaced up to T, or the grid a diffusers scheduler's ``set_timesteps`` makes, which may start below T).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ __all__ = [
     "make_schedule",
     "schedule_from_alpha_bar",
     "respaced_times",
+    "TIMESTEP_SPACINGS",
+    "chain_times",
     "SCHEDULER_BETA_SCHEDULES",
     "schedule_from_scheduler_config",
     "karras_sigmas",
@@ -97,6 +100,47 @@ def respaced_times(T: int, steps: int) -> np.ndarray:
     times = np.round(np.linspace(0, T, steps + 1)).astype(np.int64)
     assert np.all(np.diff(times) > 0)
     return times
+
+
+TIMESTEP_SPACINGS = ("even", "leading", "trailing", "linspace")
+
+
+def chain_times(T: int, steps: int, spacing: str = "even", steps_offset: int = 0) -> np.ndarray:
+    """The ascending grid ``times`` (``steps + 1`` integers, ``times[0] = 0``) of a chain of ``steps`` steps on 0 … T.
+
+    'even': ``respaced_times`` (0 … T evenly spaced; the own model's grid). 'leading', 'trailing', 'linspace': the
+    timesteps tau that diffusers' ``DDPMScheduler.set_timesteps(steps)`` (0.42; ``DDIMScheduler``'s are the same)
+    makes for that ``timestep_spacing``, as this package's t = tau + 1, below them t = 0, where the scheduler's last
+    step lands (its alpha_prod_prev = 1 below tau = 0). With T = 1000 and 100 steps: leading tau = 990, 980, …, 0
+    (plus ``steps_offset``, which only leading adds), so the chain starts at t = 991 < T; trailing tau = 999, 989, …,
+    9 and linspace tau = 999, …, 0, both starting at t = T. The formulas are diffusers' own, in float64 numpy.
+
+    Raises ValueError for ``steps`` outside 1 … T and where the scheduler's formula gives no valid grid: trailing
+    spacing yields steps + 1 timesteps, the last -1, for some (T, steps) (e.g. 1000, 61), and a leading
+    ``steps_offset`` can push the first timestep to T.
+    """
+    if spacing == "even":
+        return respaced_times(T, steps)
+    if spacing not in TIMESTEP_SPACINGS:
+        raise ValueError(f"timestep_spacing {spacing!r} is not one of {TIMESTEP_SPACINGS}")
+    if not 1 <= steps <= T:
+        raise ValueError(f"steps must lie in 1 … T = {T}, got {steps}")
+    if spacing == "linspace":
+        tau = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
+    elif spacing == "leading":
+        tau = (np.arange(0, steps) * (T // steps)).round()[::-1].astype(np.int64) + int(steps_offset)
+    else:
+        tau = np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1
+    if tau.size != steps or tau.min() < 0 or tau.max() > T - 1 or np.any(np.diff(tau) >= 0):
+        raise ValueError(f"timestep_spacing {spacing!r} (steps_offset {steps_offset}) gives diffusers timesteps "
+                         f"{_excerpt(tau)} for {steps} steps of T = {T}: not {steps} distinct timesteps in "
+                         f"0 … {T - 1} (choose another number of steps or spacing)")
+    return np.concatenate([[0], tau[::-1] + 1]).astype(np.int64)
+
+
+def _excerpt(values: np.ndarray) -> str:
+    items = [str(v) for v in values.tolist()]
+    return f"[{', '.join(items)}]" if len(items) <= 6 else f"[{', '.join(items[:3])}, …, {', '.join(items[-3:])}]"
 
 
 SCHEDULER_BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")

@@ -6,6 +6,7 @@ configuration. Every output is written atomically.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -377,6 +378,7 @@ STUDY_MERGE = {
                   "discrepancy_mean_abs_bits": "immse_discrepancy_mean_abs_bits",
                   "agreement_tolerance_bits": "immse_agreement_tolerance_bits",
                   "agreement_from_time": "immse_agreement_from_time", "immse_max_se_bits": None,
+                  "input_outside_fraction": "immse_input_outside_fraction", "input_bound": "immse_input_bound",
                   "immse_max_abs_error_vs_exact_bits": None, "trajectory_max_abs_error_vs_exact_bits": None,
                   "comparison_skipped": "immse_comparison_skipped"},
         "nan_allowed": (),
@@ -384,11 +386,12 @@ STUDY_MERGE = {
 }
 
 
-def summarize(spec: dict, experiment: str, profiles, output, studies: dict | None = None) -> None:
+def summarize(spec: dict, experiment: str, profiles, output, studies: dict | None = None, health=None) -> None:
     """summary.nc: the profiles with the per-class and per-time results of the studies (rule summarize).
 
     ``studies`` maps a study name of ``STUDY_MERGE`` ('decisions', 'immse') to its file. Their per-trajectory
-    and per-grid-point variables stay in the study files.
+    and per-grid-point variables stay in the study files. ``health``: a network run's health.json, whose checks
+    become the ``health_*`` attributes (``seminfo.health.summary_attrs``).
     """
     config_hash = experiment_hash(spec)
     out = open_checked(profiles, config_hash, required=("entropy", "prior"))
@@ -405,6 +408,14 @@ def summarize(spec: dict, experiment: str, profiles, output, studies: dict | Non
         out = out.assign({v: ds[v].variable for v in taken})  # values and attrs; the coordinates stay the profiles'
         out.attrs.update({new or old: ds.attrs[old] for old, new in rule["attrs"].items() if old in ds.attrs})
         log.info("%s: took %d variables from %s", name, len(taken), path)
+    if health is not None:
+        from .health import summary_attrs
+
+        try:
+            out.attrs.update(summary_attrs(json.loads(Path(health).read_text())))
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(f"{health}: cannot be read as a health report ({err}); delete it and rerun") from None
+        log.info("health: failed checks: %s", out.attrs["health_failed"])
     write_netcdf(out, output)
     log.info("wrote %s", output)
 

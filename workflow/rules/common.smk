@@ -137,6 +137,17 @@ def shard_files(experiment, stage):
     return [f"{RESULTS}/{experiment}/shards/{stage}_{i}.nc" for i in range(shards)]
 
 
+def health_inputs(w):
+    """What the health checks of a network run read (seminfo.health_stage): the profiles, the sample shards, the
+    I-MMSE study's file when it runs, and the independent classifier's quality.json where there is one."""
+    inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc", "samples": shard_files(w.experiment, "sample")}
+    if w.experiment in immse_experiments():  # defined in extras_common.smk, called when the job is planned
+        inputs["immse"] = f"{RESULTS}/{w.experiment}/immse.nc"
+    if w.experiment in digits_experiments():
+        inputs["quality"] = f"{RESULTS}/{w.experiment}/quality.json"
+    return inputs
+
+
 def posterior_files(w):
     if spec(w.experiment)["kind"] == "gmm":
         return [f"{RESULTS}/{w.experiment}/posterior.nc"]

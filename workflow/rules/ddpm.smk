@@ -1,6 +1,6 @@
 # DDPM experiments: train a class-conditional network (own model) or check a pretrained one (model_check), sample
-# trajectories in shards with the per-step Bayes increments, turn them into posteriors, and collect per-trajectory
-# and sample datasets.
+# trajectories in shards with the per-step Bayes increments, turn them into posteriors, collect per-trajectory
+# and sample datasets, and check the run's health (health.json, merged into summary.nc).
 
 
 rule ddpm_train:
@@ -140,3 +140,24 @@ rule ddpm_quality:
         "../envs/seminfo.yaml"
     script:
         "../scripts/ddpm_quality.py"
+
+
+rule health:
+    input:
+        unpack(health_inputs),
+    output:
+        report(
+            f"{RESULTS}/{{experiment}}/health.json",
+            category="{experiment}",
+            caption="../report/health.rst",
+        ),
+    log:
+        f"{RESULTS}/{{experiment}}/logs/health.log",
+    params:
+        spec=lambda w: analysis_spec(w.experiment),
+    wildcard_constraints:
+        experiment="|".join(experiments_of("ddpm")) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/health.py"

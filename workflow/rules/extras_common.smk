@@ -98,11 +98,14 @@ def decisions_inputs(w):
 
 
 def summary_inputs(w):
-    """The profiles and the study files summary.nc takes variables from (seminfo.stages.STUDY_MERGE)."""
+    """The profiles, the study files summary.nc takes variables from (seminfo.stages.STUDY_MERGE) and a network run's
+    health checks (its attributes health_*)."""
     inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc",
               "decisions": f"{RESULTS}/{w.experiment}/decisions.nc"}
     if w.experiment in immse_experiments():
         inputs["immse"] = f"{RESULTS}/{w.experiment}/immse.nc"
+    if spec(w.experiment)["kind"] == "ddpm":
+        inputs["health"] = f"{RESULTS}/{w.experiment}/health.json"
     return inputs
 
 

@@ -17,7 +17,7 @@ missing folder, component, class name or an unknown schedule stops the run befor
 
 from __future__ import annotations
 
-from ..config import ConfigError, check_guidance_and_tracking
+from ..config import ConfigError, check_grids, check_guidance_and_tracking
 from ..stages import schedule_from_spec
 from .base import PREDICTIONS, VARIANCES, Adapter, NetworkAdapter
 from .folders import FolderError, fingerprint
@@ -101,6 +101,11 @@ def check_sources(config: dict) -> None:
         check_guidance_and_tracking(spec, key, T, plan.get("names"), bool(plan["has_null"]))
         if model_source(spec) not in ("python", "sd3") and s["steps"] > T:
             raise ConfigError(f"{key}.sampling.steps: {s['steps']} exceeds the model's T = {T} (rule: steps <= T)")
+        if model_source(spec) not in ("python", "sd3"):
+            check_grids(spec, key, T, plan["timestep_spacing"], plan["steps_offset"])
+        elif model_source(spec) == "sd3" and "timestep_spacing" in s:
+            raise ConfigError(f"{key}.sampling.timestep_spacing: model.source sd3 samples on its scheduler's shifted "
+                              "sigma grid (rule: unused-key)")
         if plan.get("variance") == "learned_range":
             if s.get("kernel") == "ddim":
                 raise ConfigError(f"{key}.sampling.kernel: ddim does not apply to a learned-variance model (its step "

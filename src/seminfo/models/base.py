@@ -16,16 +16,22 @@ the model has one. Everything else the sampler needs is plain data on the adapte
                      scheduler configuration (or a sigma grid)
     network_time     chain time t (an integer step of ``schedule``) -> the number the network is fed
     decode           state -> images in [0, 1] (the identity map of [-1, 1] for pixel models, the VAE for latent ones)
+    timestep_spacing the grid the model's pipeline samples on (``seminfo.schedules.chain_times``): its scheduler's
+                     ``timestep_spacing`` (leading, trailing, linspace) for a diffusers folder, 'even' otherwise
+    steps_offset     its scheduler's ``steps_offset`` (leading spacing adds it to every timestep)
+    clipping         what its scheduler does to x̂_0 before the step mean (``seminfo.clipping.Clipping``), or None
 
 The step mean of every chain (DDPM, DDIM, the sigma-ancestral step) is affine in the native output
 (``seminfo.diffusion.step_coefficients``), so the sampler stays model-agnostic: a class's Bayes increment is an
-exact float64 difference of two network outputs times one coefficient.
+exact float64 difference of two network outputs times one coefficient (plus, when the scheduler clips x̂_0, the
+float64 difference of the two means' clipping terms, ``seminfo.clipping``).
 """
 
 from __future__ import annotations
 
 import torch
 
+from ..clipping import Clipping
 from ..gaussian_path import VELOCITY_PREDICTIONS
 from ..schedules import Schedule
 
@@ -52,6 +58,9 @@ class Adapter(torch.nn.Module):
     schedule: Schedule
     time_dtype: torch.dtype = torch.long
     latent: bool = False  # decode is more than a change of range (figures store 8-bit images)
+    timestep_spacing: str = "even"
+    steps_offset: int = 0
+    clipping: Clipping | None = None
 
     @property
     def num_conditions(self) -> int:
@@ -78,7 +87,9 @@ class Adapter(torch.nn.Module):
         """JSON-safe description recorded in the output files."""
         return {"source": self.source, "prediction": self.prediction, "variance": self.variance,
                 "state_shape": list(self.state_shape), "conditions": list(self.condition_names),
-                "has_null": bool(self.has_null), "T": self.schedule.T}
+                "has_null": bool(self.has_null), "T": self.schedule.T, "timestep_spacing": self.timestep_spacing,
+                "steps_offset": int(self.steps_offset),
+                "clipping": None if self.clipping is None else self.clipping.describe()}
 
     def check(self) -> None:
         """Refuse an adapter whose attributes the sampler cannot use."""

@@ -10,8 +10,9 @@ The conditions are the UNet's class labels except ``model.null_label`` (the unco
 trained with one), in label order, named by ``model.class_names`` (default: the label numbers). The schedule is
 rebuilt from the scheduler configuration (``seminfo.schedules.schedule_from_scheduler_config``); diffusers'
 timestep tau = t - 1 for the chain's step t. A UNet with 2C output channels is a learned-range model
-(``variance_type: learned_range``). The scheduler's ``clip_sample`` is not applied: the step stays affine in the
-network output.
+(``variance_type: learned_range``). The chain is the pipeline's: the grid of the scheduler's ``timestep_spacing`` and
+``steps_offset`` (``seminfo.schedules.chain_times``), and its ``clip_sample`` / ``thresholding`` of x̂_0
+(``seminfo.clipping``), read by ``folders.scheduler_sampling``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ from pathlib import Path
 import torch
 
 from .base import PREDICTIONS, Adapter
-from .folders import FolderError, component, from_pretrained, read_json, resolve_path, scheduler_schedule
+from .folders import (FolderError, component, from_pretrained, read_json, resolve_path, scheduler_sampling,
+                      scheduler_schedule)
 
 __all__ = ["inspect", "DiffusersUNetAdapter", "load", "check_variance"]
 
@@ -54,7 +56,8 @@ def _size(value) -> tuple[int, int]:
 
 
 def inspect(spec: dict) -> dict:
-    """What the folder holds, from its JSON files alone: conditions, network labels, prediction, variance, schedule."""
+    """What the folder holds, from its JSON files alone: conditions, network labels, prediction, variance, schedule,
+    and how its pipeline samples (grid spacing, steps_offset, x̂_0 clipping)."""
     model = spec["model"]
     folder = resolve_path(model["path"])
     unet_dir = component(folder, "unet")
@@ -91,8 +94,7 @@ def inspect(spec: dict) -> dict:
         "has_null": null is not None, "prediction": check_prediction(sched_cfg, str(sched_path)),
         "variance": check_variance(in_ch, out_ch, sched_cfg, str(sched_path)),
         "schedule": schedule, "state_shape": (in_ch, *_size(cfg.get("sample_size", 32))),
-        "ignored": {k: sched_cfg[k] for k in ("clip_sample", "thresholding") if sched_cfg.get(k)},
-    }
+    } | scheduler_sampling(sched_cfg, sched_path)
 
 
 class DiffusersUNetAdapter(Adapter):
@@ -109,7 +111,8 @@ class DiffusersUNetAdapter(Adapter):
         self.schedule = plan["schedule"]
         self.state_shape = tuple(plan["state_shape"])
         self.register_buffer("label_map", torch.as_tensor(plan["labels"], dtype=torch.long), persistent=False)
-        self.ignored = dict(plan["ignored"])
+        self.timestep_spacing, self.steps_offset = plan["timestep_spacing"], plan["steps_offset"]
+        self.clipping = plan["clipping"]
         self.check()
 
     def network_time(self, t: int):
@@ -119,8 +122,7 @@ class DiffusersUNetAdapter(Adapter):
         return self.unet(x, t, class_labels=self.label_map[cond]).sample
 
     def describe(self) -> dict:
-        return super().describe() | {"network": "UNet2DModel", "network_labels": self.label_map.tolist(),
-                                     "scheduler_options_not_applied": self.ignored}
+        return super().describe() | {"network": "UNet2DModel", "network_labels": self.label_map.tolist()}
 
 
 def load(spec: dict, device) -> DiffusersUNetAdapter:

@@ -11,7 +11,8 @@ The conditions are ``model.classes``, a subset of the labels by name (any of the
 ``DiTPipeline.get_label_ids`` reads them) or by id, so the posterior is P(c | x_t, c in the subset). The null
 condition is id ``num_embeds_ada_norm`` (the label-dropout embedding). With 2C output channels (DiT's learned
 sigma) the step's variance is the network's learned range, per element and per condition. The chain runs on the
-latent (4 x 32 x 32 for 256 px); figures decode x / scaling_factor through the VAE.
+latent (4 x 32 x 32 for 256 px) on the grid of the scheduler's ``timestep_spacing`` / ``steps_offset``, with its x̂_0
+clipping if it has one (``folders.scheduler_sampling``); figures decode x / scaling_factor through the VAE.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch
 
 from .base import Adapter, unit_range
 from .diffusers_unet import check_prediction, check_variance
-from .folders import FolderError, component, from_pretrained, read_json, resolve_path, scheduler_schedule
+from .folders import (FolderError, component, from_pretrained, read_json, resolve_path, scheduler_sampling,
+                      scheduler_schedule)
 
 __all__ = ["label_ids", "inspect", "DiTAdapter", "load", "VaeDecoder"]
 
@@ -74,7 +76,7 @@ def inspect(spec: dict) -> dict:
     size = int(cfg.get("sample_size", 32))
     return {"folder": folder, "names": names, "labels": ids + [n_classes], "has_null": True,
             "prediction": check_prediction(sched_cfg, str(sched_path)), "variance": variance, "schedule": schedule,
-            "state_shape": (in_ch, size, size), "ids": ids}
+            "state_shape": (in_ch, size, size), "ids": ids} | scheduler_sampling(sched_cfg, sched_path)
 
 
 class VaeDecoder(torch.nn.Module):
@@ -103,6 +105,8 @@ class DiTAdapter(Adapter):
         self.schedule = plan["schedule"]
         self.state_shape = tuple(plan["state_shape"])
         self.register_buffer("label_map", torch.as_tensor(plan["labels"], dtype=torch.long), persistent=False)
+        self.timestep_spacing, self.steps_offset = plan["timestep_spacing"], plan["steps_offset"]
+        self.clipping = plan["clipping"]
         self.check()
 
     def network_time(self, t: int):

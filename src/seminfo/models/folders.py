@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 __all__ = ["FolderError", "HUB_ID", "resolve_path", "component", "read_json", "fingerprint", "scheduler_schedule",
-           "from_pretrained"]
+           "scheduler_sampling", "from_pretrained"]
 
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -76,6 +76,26 @@ def scheduler_schedule(folder: Path):
         return schedule_from_scheduler_config(config, str(path)), config, path
     except ValueError as err:
         raise FolderError(str(err)) from None
+
+
+def scheduler_sampling(config: dict, path) -> dict:
+    """How the folder's pipeline samples, from its scheduler configuration: ``timestep_spacing`` (diffusers' default
+    'leading' when absent), ``steps_offset`` (default 0) and ``clipping`` (``seminfo.clipping``; None when the
+    scheduler neither clips nor thresholds x̂_0)."""
+    from ..clipping import clipping_from_scheduler_config
+
+    spacing = config.get("timestep_spacing") or "leading"
+    if spacing not in ("leading", "trailing", "linspace"):
+        raise FolderError(f"{path}: timestep_spacing: {spacing!r} is not one diffusers' set_timesteps knows (leading, "
+                          "trailing, linspace)")
+    offset = config.get("steps_offset", 0)
+    if not isinstance(offset, int) or isinstance(offset, bool) or offset < 0:
+        raise FolderError(f"{path}: steps_offset: must be an integer >= 0, got {offset!r}")
+    try:
+        clipping = clipping_from_scheduler_config(config, str(path))
+    except ValueError as err:
+        raise FolderError(str(err)) from None
+    return {"timestep_spacing": spacing, "steps_offset": offset, "clipping": clipping}
 
 
 def fingerprint(path) -> dict:

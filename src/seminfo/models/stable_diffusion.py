@@ -11,8 +11,9 @@ Folder layout (``model.path``; the safety checker and feature extractor are not 
 
 The conditions are ``model.prompts``, each embedded once by the text encoder (the last hidden state, as the pipeline
 feeds the UNet); condition K, the unconditional prediction, is the embedding of ``model.negative_prompt`` (default
-""), as in classifier-free guidance. The chain runs on the latent (4 x 64 x 64 for 512 px); figures decode through
-the VAE.
+""), as in classifier-free guidance. The chain runs on the latent (4 x 64 x 64 for 512 px) on the grid of the
+scheduler's ``timestep_spacing`` / ``steps_offset`` (SD 1.5: leading, offset 1), with its x̂_0 clipping if it has one
+(``folders.scheduler_sampling``); figures decode through the VAE.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ import torch
 from .base import Adapter
 from .diffusers_unet import check_prediction, check_variance
 from .dit import VaeDecoder
-from .folders import FolderError, component, from_pretrained, read_json, resolve_path, scheduler_schedule
+from .folders import (FolderError, component, from_pretrained, read_json, resolve_path, scheduler_sampling,
+                      scheduler_schedule)
 
 __all__ = ["inspect", "StableDiffusionAdapter", "load", "embed_prompts"]
 
@@ -46,7 +48,7 @@ def inspect(spec: dict) -> dict:
     return {"folder": folder, "names": list(model["prompts"]), "negative_prompt": model.get("negative_prompt", ""),
             "has_null": True, "prediction": check_prediction(sched_cfg, str(sched_path)),
             "variance": check_variance(in_ch, int(cfg.get("out_channels", in_ch)), sched_cfg, str(sched_path)),
-            "schedule": schedule, "state_shape": (in_ch, size, size)}
+            "schedule": schedule, "state_shape": (in_ch, size, size)} | scheduler_sampling(sched_cfg, sched_path)
 
 
 @torch.no_grad()
@@ -82,6 +84,8 @@ class StableDiffusionAdapter(Adapter):
         self.schedule = plan["schedule"]
         self.state_shape = tuple(plan["state_shape"])
         self.register_buffer("embeddings", embeddings, persistent=False)  # (K + 1, L, D); row K = negative prompt
+        self.timestep_spacing, self.steps_offset = plan["timestep_spacing"], plan["steps_offset"]
+        self.clipping = plan["clipping"]
         self.check()
 
     def network_time(self, t: int):

@@ -8,7 +8,7 @@ import logging
 import numpy as np
 import xarray as xr
 
-from .. import highdim, immse, plotting
+from .. import health, highdim, immse, plotting
 from ..config import experiment_hash
 from ..diffusion import x0_coefficients
 from ..io import InputError, open_checked, provenance
@@ -122,6 +122,7 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         else:
             g, g_se = immse.gmm_integrand(mix, u, per_class, options["seed"])
         point_steps = np.full(u.size, -1)
+        inputs = {}
     else:
         from ..models import load_adapter
         from ..network_stages import class_prior, device
@@ -138,6 +139,11 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         if not model.has_null:
             raise InputError(f"{model_path}: the model has no null condition, which the I-MMSE study needs")
         images, labels, denoisers = _network_data(spec, experiment_hash(spec), samples)
+        bound = health.state_bound(model.latent)
+        inputs = {"input_outside_fraction": float(health.outside_share(images.numpy(), bound).mean()),
+                  "input_bound": bound}
+        log.info("x0 inputs: %.3g of the values beyond |x0| = %g (seminfo.health)", inputs["input_outside_fraction"],
+                 bound)
         point_steps = immse.step_grid(schedule.alpha_bar, options["points"])
         u = np.log(immse.snr(schedule.alpha_bar[point_steps]))
         log.info("ddpm: network denoisers on %s, %d steps x %d samples per class (2 evaluations each)", dev,
@@ -157,7 +163,7 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         "points": int(u.size),
         "seed": int(options["seed"]),
         "immse_max_se_bits": float(mi_se.max()),
-    }
+    } | inputs
     comparison = {}
     if skipped:
         attrs["comparison_skipped"] = skipped
