@@ -376,3 +376,23 @@ def test_a_scheduler_config_the_grid_cannot_read_is_refused(spaced, tmp_path):
     with pytest.raises(ConfigError, match=r"experiments\.m\.model\.path: .*scheduler_config\.json: timestep_spacing: "
                                           r"'karras' is not one diffusers' set_timesteps knows"):
         check_sources({"experiments": {"m": spec_of("diffusers", bad)}})
+
+
+def test_the_schedulers_variance_type_is_followed_unless_the_config_says_otherwise(tmp_path, noise):
+    """A scheduler with variance_type fixed_large samples with beta: the chain follows it (its sigma equals
+    DDPMScheduler.step's), unless sampling.variance is set; the default stays beta-tilde (fixed_small)."""
+    folder = diffusers_twin(tmp_path / "large", "epsilon", scheduler_kw={"variance_type": "fixed_large"})
+    adapter = load_adapter(spec_of("diffusers", folder), None, "cpu")
+    assert adapter.chain_variance == "large"
+    chain = model_chain(adapter, {"steps": 6})
+    assert chain.variance == "large"
+    sched = scheduler_of(folder)
+    sched.set_timesteps(6)
+    x = torch.zeros(3, *adapter.state_shape)
+    for i in range(chain.steps, 1, -1):  # the last step adds no noise in the chain
+        tau = adapter.network_time(chain.times[i])
+        _, std = scheduler_mean_std(sched, torch.zeros_like(x), tau, x, noise)
+        np.testing.assert_allclose(std.numpy(), chain.sigma[i - 1], rtol=2e-6, atol=1e-7)
+    assert model_chain(adapter, {"steps": 6, "variance": "small"}).variance == "small"
+    small = load_adapter(spec_of("diffusers", diffusers_twin(tmp_path / "small", "epsilon")), None, "cpu")
+    assert model_chain(small, {"steps": 6}).variance == "small"

@@ -127,7 +127,8 @@ def diffusers_twin(folder, prediction="epsilon", classes=3, null_label=None, cla
             unet.class_embedding.weight.copy_(unet.class_embedding.weight[:1].expand_as(unet.class_embedding.weight))
         unet.conv_out.weight.mul_(out_scale)
         unet.conv_out.bias.mul_(out_scale)
-    sched = _scheduler(prediction, variance_type="learned_range" if learned else "fixed_small", **(scheduler_kw or {}))
+    sched = _scheduler(prediction, **({"variance_type": "learned_range" if learned else "fixed_small"}
+                                      | (scheduler_kw or {})))
     DDPMPipeline(unet=unet, scheduler=sched).save_pretrained(folder)
     return Path(folder)
 

@@ -316,7 +316,7 @@ def _check_pretrained(spec: dict, key: str) -> None:
         if "null_label" in model and model["null_label"] in model.get("classes", []):
             raise ConfigError(f"{key}.model.null_label: {model['null_label']} is also one of model.classes "
                               "(rule: unique)")
-        if sampling["kernel"] != "ddpm" or sampling["variance"] != "small":
+        if sampling["kernel"] != "ddpm" or sampling.get("variance", "small") != "small":
             raise ConfigError(f"{key}.sampling.kernel: model.source python samples with the ancestral step of its "
                               "path (kernel ddpm, variance small) (rule: sigma-ancestral)")
         if "timestep_spacing" in sampling:

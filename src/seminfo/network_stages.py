@@ -151,7 +151,8 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     grid = chain.grid_attrs() | {"x0_clipping": json.dumps(model.clipping.describe()) if model.clipping else "none"}
     attrs = provenance(experiment, spec, experiment_hash(spec)) | {
         "T": model.schedule.T, "seed": s["seed"], "shard": shard, "shards": s["shards"],
-        "kernel": s.get("kernel", "ddpm"), "tracking": tracking, "network_evaluations": int(stats["evaluations"]),
+        "kernel": s.get("kernel", "ddpm"), "variance": chain.variance, "tracking": tracking,
+        "network_evaluations": int(stats["evaluations"]),
         "precision": gate["precision"], "precision_entropy_bias_bound_bits": gate["entropy_bias_bound_bits"],
     } | grid | _ddim_attrs(s) | (guidance.describe() if guidance else {})
     nat = "nat"

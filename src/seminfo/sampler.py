@@ -72,7 +72,10 @@ def model_chain(model, sampling: dict) -> ReverseChain:
     """The chain an experiment's ``sampling`` section samples with ``model`` (an adapter): its kernel, variance and
     steps on the model's schedule, on the grid of ``sampling.timestep_spacing`` when set, else the model's own (its
     scheduler's ``timestep_spacing`` and ``steps_offset``, as its pipeline's ``set_timesteps``; 'even' for the own
-    UNet and the sigma grid of a σ-denoiser)."""
+    UNet and the sigma grid of a σ-denoiser), with ``sampling.variance`` when set, else the model's own (its
+    scheduler's ``variance_type``: fixed_large samples with beta)."""
+    if "variance" not in sampling:  # the scheduler's variance_type, unless the config says otherwise
+        sampling = sampling | {"variance": model.chain_variance}
     return sampler_chain(model.schedule, sampling, model.timestep_spacing, model.steps_offset)
 
 

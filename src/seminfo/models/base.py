@@ -20,6 +20,8 @@ the model has one. Everything else the sampler needs is plain data on the adapte
                      ``timestep_spacing`` (leading, trailing, linspace) for a diffusers folder, 'even' otherwise
     steps_offset     its scheduler's ``steps_offset`` (leading spacing adds it to every timestep)
     clipping         what its scheduler does to x̂_0 before the step mean (``seminfo.clipping.Clipping``), or None
+    chain_variance   'small' or 'large': the fixed step variance its scheduler's ``variance_type`` samples with (the
+                     default of ``sampling.variance``)
 
 The step mean of every chain (DDPM, DDIM, the sigma-ancestral step) is affine in the native output
 (``seminfo.diffusion.step_coefficients``), so the sampler stays model-agnostic: a class's Bayes increment is an
@@ -61,6 +63,7 @@ class Adapter(torch.nn.Module):
     timestep_spacing: str = "even"
     steps_offset: int = 0
     clipping: Clipping | None = None
+    chain_variance: str = "small"  # the fixed step variance its scheduler samples with (variance_type), unless set
 
     @property
     def num_conditions(self) -> int:

@@ -113,6 +113,7 @@ class DiffusersUNetAdapter(Adapter):
         self.register_buffer("label_map", torch.as_tensor(plan["labels"], dtype=torch.long), persistent=False)
         self.timestep_spacing, self.steps_offset = plan["timestep_spacing"], plan["steps_offset"]
         self.clipping = plan["clipping"]
+        self.chain_variance = plan["chain_variance"]
         self.check()
 
     def network_time(self, t: int):

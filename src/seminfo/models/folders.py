@@ -80,8 +80,9 @@ def scheduler_schedule(folder: Path):
 
 def scheduler_sampling(config: dict, path) -> dict:
     """How the folder's pipeline samples, from its scheduler configuration: ``timestep_spacing`` (diffusers' default
-    'leading' when absent), ``steps_offset`` (default 0) and ``clipping`` (``seminfo.clipping``; None when the
-    scheduler neither clips nor thresholds x̂_0)."""
+    'leading' when absent), ``steps_offset`` (default 0), ``clipping`` (``seminfo.clipping``; None when the
+    scheduler neither clips nor thresholds x̂_0) and ``chain_variance``, the fixed step variance its ``variance_type``
+    names: 'large' (beta) for fixed_large / fixed_large_log, else 'small' (beta-tilde, diffusers' default)."""
     from ..clipping import clipping_from_scheduler_config
 
     spacing = config.get("timestep_spacing") or "leading"
@@ -95,7 +96,9 @@ def scheduler_sampling(config: dict, path) -> dict:
         clipping = clipping_from_scheduler_config(config, str(path))
     except ValueError as err:
         raise FolderError(str(err)) from None
-    return {"timestep_spacing": spacing, "steps_offset": offset, "clipping": clipping}
+    large = config.get("variance_type") in ("fixed_large", "fixed_large_log")
+    return {"timestep_spacing": spacing, "steps_offset": offset, "clipping": clipping,
+            "chain_variance": "large" if large else "small"}
 
 
 def fingerprint(path) -> dict:

@@ -86,6 +86,7 @@ class StableDiffusionAdapter(Adapter):
         self.register_buffer("embeddings", embeddings, persistent=False)  # (K + 1, L, D); row K = negative prompt
         self.timestep_spacing, self.steps_offset = plan["timestep_spacing"], plan["steps_offset"]
         self.clipping = plan["clipping"]
+        self.chain_variance = plan["chain_variance"]
         self.check()
 
     def network_time(self, t: int):
