@@ -133,7 +133,7 @@ def test_convergence_stage_and_figure(tmp_path):
     gids = {line.get_gid() for ax in fig.axes for line in ax.lines}
     assert {"ddim:S=10", "exact", "error:ddpm_small"} <= gids
     plotting.save_figure(fig, tmp_path / "convergence.png", dpi=60)
-    # the marginal deficit: its largest and its time-averaged value, as the README quotes both
+    # the marginal deficit: its largest and its time-averaged value, as docs/own-model/flow-matching.md quotes both
     for sampler in ("ddpm_small", "ddim"):
         for S in (10, 25, 100):
             H = ds["entropy_marginal"].sel(sampler=sampler, steps=S).values

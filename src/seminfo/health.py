@@ -1,6 +1,7 @@
 """Health checks of a network run: is the chain that was measured one whose numbers can be read as findings?
 
-Each check is one number against a limit (README "Health checks"); a failed check is a warning, not an error:
+Each check is one number against a limit (docs/troubleshooting.md, "Health checks"); a failed check is a warning,
+not an error:
 
 state_range        share of the generated states' elements (x_0 in the chain's units, every trajectory) beyond the
                    data's range: |x_0| > 1.5 for a pixel model (data in [-1, 1]), |x_0| > 4 for a latent one (the

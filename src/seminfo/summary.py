@@ -144,7 +144,7 @@ def rb_variance_ratios(h, h_rb, labels, prior):
     the step where each class's (and the prior-weighted marginal's) mean entropy falls fastest: the per-step rate
     peak. (K,) and a float; a ratio r means the plain estimator needs r times the trajectories for the same
     standard error at that step. With ``rate_smoothing`` the plain rate also averages step noise over neighbouring
-    steps, so the gain of the rates drawn is smaller (README, "Rao-Blackwellised rate")."""
+    steps, so the gain of the rates drawn is smaller (docs/concepts.md, "The Rao-Blackwellised rate")."""
     h, h_rb, labels, prior = (np.asarray(a, dtype=np.float64) for a in (h, h_rb, labels, prior))
     plain, rb = h[:, :-1] - h[:, 1:], h_rb[:, :-1] - h_rb[:, 1:]
     K = prior.size
