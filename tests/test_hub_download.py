@@ -316,3 +316,13 @@ def test_workflow_downloads_a_hub_id_and_runs_on_it(fake_hub, tmp_path):
     proc = snakemake(tmp_path, "results/m/shards/sample_0.nc")  # nothing to do: no download, no job
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
     assert len(fake_hub.file_gets()) == gets
+
+
+def test_local_looking_paths_are_not_hub_ids(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert hub.is_hub_id("facebook/DiT-XL-2-256")
+    assert not hub.is_hub_id("models/DiT-XL-2-256")  # the models folder: local, downloaded or not
+    assert not hub.is_hub_id("store/DiT-XL-2-256", models_dir="store/hub")
+    (tmp_path / "runs").mkdir()
+    assert not hub.is_hub_id("runs/model")  # below an existing folder
+    assert not hub.is_hub_id("model.pt") and not hub.is_hub_id("/abs/x") and not hub.is_hub_id("a/b/c")

@@ -1,7 +1,7 @@
 """Models named by their hub id: ``model.path: org/name`` (with ``model.revision``, default 'main').
 
-When the workflow is parsed, ``hub_models`` turns every pretrained experiment whose ``model.path`` is a hub id (and
-not an existing local path) into one whose ``model.path`` is its download folder,
+When the workflow is parsed, ``hub_models`` turns every pretrained experiment whose ``model.path`` is a hub id
+(``is_hub_id``: org/name, not an existing local path, not below an existing folder or the models folder) into one whose ``model.path`` is its download folder,
 ``<models_dir>/<org>/<name>/<revision>/``, keeping the id in ``model.hub`` and the revision in ``model.revision``;
 everything downstream (the folder checks, model_check, sampling) reads that local folder, as for any other. Rule
 model_download (a local rule: it runs where the network is, on a cluster the submit host) fills the folder with
@@ -25,9 +25,9 @@ from pathlib import Path, PurePosixPath
 
 from .folders import HUB_ID
 
-__all__ = ["COMPONENTS", "OPTIONAL_COMPONENTS", "DEFAULT_MODELS_DIR", "is_hub", "hub_models", "hub_downloads",
+__all__ = ["COMPONENTS", "OPTIONAL_COMPONENTS", "DEFAULT_MODELS_DIR", "is_hub", "is_hub_id", "hub_models", "hub_downloads",
            "record_path", "downloaded", "select_files", "offline", "offline_message", "download", "read_record",
-           "config_has_null"]
+           "config_has_null", "experiments_of", "missing_components"]
 
 log = logging.getLogger(__name__)
 
@@ -106,18 +106,28 @@ def config_has_null(spec: dict) -> bool:
     return True  # dit (its null class), stable_diffusion and sd3 (the negative prompt)
 
 
-def hub_models(config: dict, is_local=None) -> dict:
+def is_hub_id(path: str, models_dir: str = DEFAULT_MODELS_DIR, exists=None) -> bool:
+    """Whether ``model.path`` names a hub repository: ``org/name`` that is no local path, whose ``org`` is no local
+    folder and not the models folder (``models/DiT-XL-2-256`` is a local folder, downloaded or not).
+    ``exists(path)``: default, it exists here."""
+    exists = exists or (lambda p: Path(p).expanduser().exists())
+    if not HUB_ID.match(path) or exists(path):
+        return False
+    org = path.split("/", 1)[0]
+    return org != PurePosixPath(Path(models_dir).as_posix()).parts[0] and not exists(org)
+
+
+def hub_models(config: dict, exists=None) -> dict:
     """The config with every hub-id ``model.path`` of a pretrained experiment turned into its download folder.
 
-    ``is_local(path)`` says whether a path is a local file or folder (default: it exists). A local path keeps
-    everything as it is (a ``model.revision`` with it is refused: it applies to hub ids only). A hub id gets
-    ``model.path = <models_dir>/<org>/<name>/<revision folder>``, ``model.hub = org/name`` and ``model.revision``
-    (default 'main'). Offline with the folder not yet downloaded: ConfigError with the download command. The input
-    is not modified.
+    ``exists(path)`` says whether a path is a local file or folder (default: it exists here). A local path
+    (``is_hub_id`` false) keeps everything as it is; a ``model.revision`` with it is refused (it applies to hub ids
+    only). A hub id gets ``model.path = <models_dir>/<org>/<name>/<revision folder>``, ``model.hub = org/name`` and
+    ``model.revision`` (default 'main'). Offline with the folder not yet downloaded: ConfigError with the download
+    command. The input is not modified.
     """
     from ..config import ConfigError
 
-    is_local = is_local or (lambda p: Path(p).expanduser().exists())
     config = copy.deepcopy(config)
     models_dir = os.path.normpath(config.get("models_dir", DEFAULT_MODELS_DIR))
     for name, spec in config["experiments"].items():
@@ -126,7 +136,7 @@ def hub_models(config: dict, is_local=None) -> dict:
             continue
         key = f"experiments.{name}.model"
         path = str(model["path"])
-        if is_local(path) or not HUB_ID.match(path):
+        if not is_hub_id(path, models_dir, exists):
             if "revision" in model:
                 raise ConfigError(f"{key}.revision: applies to a model named by its hub id (org/name) only; "
                                   f"{path!r} is a local path (rule: unused-key)")
@@ -210,6 +220,13 @@ def _gated_message(repo_id: str, authenticated: bool) -> str:
             "log in (`hf auth login`) or set the environment variable HF_TOKEN, and rerun")
 
 
+def _network_error(err: Exception) -> bool:
+    """A failure to reach the hub: an OSError (huggingface_hub's offline switch included) or a transport error of
+    the HTTP client huggingface_hub uses (httpx or requests, depending on its version)."""
+    clients = ("httpx", "httpx2", "requests", "urllib3")
+    return isinstance(err, OSError) or any(c.__module__.split(".")[0] in clients for c in type(err).__mro__)
+
+
 def _has_token() -> bool:
     from huggingface_hub import get_token
 
@@ -230,7 +247,6 @@ def download(repo_id: str, revision: str, sources, folder, record, cache_dir, ex
     key = f"experiments.{experiments[0]}.model" if experiments else "model"
     if offline():
         raise InputError(f"{key}.path: {offline_message(repo_id, str(folder))}")
-    import httpx2
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
@@ -259,7 +275,9 @@ def download(repo_id: str, revision: str, sources, folder, record, cache_dir, ex
     except HfHubHTTPError as err:
         status = err.response.status_code if err.response is not None else "?"
         raise InputError(f"{key}.path: {repo_id}: the hub answered HTTP {status}; try again later") from None
-    except (httpx2.TransportError, OSError) as err:
+    except Exception as err:  # noqa: BLE001 - the HTTP client's connection errors (httpx, requests by version)
+        if not _network_error(err):
+            raise
         raise InputError(f"{key}.path: {offline_message(repo_id, str(folder))} ({type(err).__name__})") from None
     rec = {"repo_id": repo_id, "revision": revision, "commit": info.sha, "folder": str(folder),
            "sources": list(sources), "files": files}
