@@ -140,7 +140,8 @@ def fake_hub(twin_files, tmp_path, monkeypatch):
     import huggingface_hub.constants as constants
 
     repos = {REPO_ID: {"sha": "a" * 40, "files": twin_files},
-             GATED_ID: {"sha": "b" * 40, "files": twin_files, "gated": True}}
+             GATED_ID: {"sha": "b" * 40, "files": twin_files, "gated": True},
+             "tinyorg/no-vae": {"sha": "c" * 40, "files": {f: b for f, b in twin_files.items() if "vae/" not in f}}}
     with FakeHub(repos) as server:
         monkeypatch.setenv("HF_ENDPOINT", server.url)
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
@@ -256,6 +257,8 @@ def test_downloaded_folder_loads_through_the_adapter(fake_hub, tmp_path):
     (REPO_ID, "v9", r"^experiments\.m\.model\.revision: 'v9' is not a branch, tag or commit of tinyorg/dit-twin$"),
     (GATED_ID, "main", r"^experiments\.m\.model\.path: tinyorg/gated-twin: a gated repository and no token was "
                        r"given: .*`hf auth login`.* HF_TOKEN"),
+    ("tinyorg/no-vae", "main", r"^experiments\.m\.model\.path: tinyorg/no-vae \(revision main\) has no vae/, which "
+                               r"model\.source dit loads$"),
 ])
 def test_hub_problems_are_one_line(fake_hub, tmp_path, path, revision, pattern):
     cfg = validate_config(hub_config(tmp_path, path=path, revision=revision), load_schema(SCHEMA))

@@ -1,13 +1,14 @@
 """Models named by their hub id: ``model.path: org/name`` (with ``model.revision``, default 'main').
 
 When the workflow is parsed, ``hub_models`` turns every pretrained experiment whose ``model.path`` is a hub id
-(``is_hub_id``: org/name, not an existing local path, not below an existing folder or the models folder) into one whose ``model.path`` is its download folder,
-``<models_dir>/<org>/<name>/<revision>/``, keeping the id in ``model.hub`` and the revision in ``model.revision``;
-everything downstream (the folder checks, model_check, sampling) reads that local folder, as for any other. Rule
-model_download (a local rule: it runs where the network is, on a cluster the submit host) fills the folder with
-``download``: only the files the adapter loads (``select_files``: the source's components, one weight format), pinned
-to the commit the revision resolves to, which it records with the file list in ``<revision>.download.json`` next to the
-folder (``record_path``). That record is what model_check depends on, so a folder is downloaded once.
+(``is_hub_id``: org/name, not an existing local path, not below an existing folder or the models folder) into one
+whose ``model.path`` is its download folder, ``<models_dir>/<org>/<name>/<revision>/``, keeping the id in
+``model.hub`` and the revision in ``model.revision``; everything downstream (the folder checks, model_check,
+sampling) reads that local folder, as for any other. Rule model_download (a local rule: it runs where the network
+is, on a cluster the submit host) fills the folder with ``download``: only the files the adapter loads
+(``select_files``: the source's components, one weight format), pinned to the commit the revision resolves to, which
+it records with the file list in ``<revision>.download.json`` next to the folder (``record_path``). That record is
+what model_check depends on, so a folder is downloaded once.
 
 Offline (``HF_HUB_OFFLINE``) with the folder not there yet is refused when the workflow is parsed; every other problem
 (no network, a missing repository or revision, a gated repository without a token) is one line from rule
@@ -25,9 +26,9 @@ from pathlib import Path, PurePosixPath
 
 from .folders import HUB_ID
 
-__all__ = ["COMPONENTS", "OPTIONAL_COMPONENTS", "DEFAULT_MODELS_DIR", "is_hub", "is_hub_id", "hub_models", "hub_downloads",
-           "record_path", "downloaded", "select_files", "offline", "offline_message", "download", "read_record",
-           "config_has_null", "experiments_of", "missing_components"]
+__all__ = ["COMPONENTS", "OPTIONAL_COMPONENTS", "DEFAULT_MODELS_DIR", "is_hub", "is_hub_id", "hub_models",
+           "hub_downloads", "record_path", "downloaded", "select_files", "offline", "offline_message", "download",
+           "read_record", "config_has_null", "experiments_of", "missing_components"]
 
 log = logging.getLogger(__name__)
 
@@ -221,10 +222,11 @@ def _gated_message(repo_id: str, authenticated: bool) -> str:
 
 
 def _network_error(err: Exception) -> bool:
-    """A failure to reach the hub: an OSError (huggingface_hub's offline switch included) or a transport error of
-    the HTTP client huggingface_hub uses (httpx or requests, depending on its version)."""
+    """A failure to reach the hub: a ConnectionError or TimeoutError (huggingface_hub's offline switch included) or
+    a transport error of the HTTP client huggingface_hub uses (httpx or requests, depending on its version)."""
     clients = ("httpx", "httpx2", "requests", "urllib3")
-    return isinstance(err, OSError) or any(c.__module__.split(".")[0] in clients for c in type(err).__mro__)
+    return isinstance(err, (ConnectionError, TimeoutError)) or any(c.__module__.split(".")[0] in clients
+                                                                    for c in type(err).__mro__)
 
 
 def _has_token() -> bool:
@@ -257,8 +259,8 @@ def download(repo_id: str, revision: str, sources, folder, record, cache_dir, ex
         repo_files = [s.rfilename for s in info.siblings or []]
         missing = missing_components(repo_files, sources)
         if missing:
-            raise InputError(f"{key}.path: {repo_id} (revision {revision}) has no {', '.join(m + '/' for m in missing)}"
-                             f" which model.source {' / '.join(sources)} loads")
+            raise InputError(f"{key}.path: {repo_id} (revision {revision}) has no "
+                             f"{', '.join(m + '/' for m in missing)}, which model.source {' / '.join(sources)} loads")
         files = select_files(repo_files, sources)
         log.info("%s: revision %s is commit %s; fetching %d of its %d files into %s", repo_id, revision,
                  info.sha, len(files), len(repo_files), folder)
@@ -276,9 +278,11 @@ def download(repo_id: str, revision: str, sources, folder, record, cache_dir, ex
         status = err.response.status_code if err.response is not None else "?"
         raise InputError(f"{key}.path: {repo_id}: the hub answered HTTP {status}; try again later") from None
     except Exception as err:  # noqa: BLE001 - the HTTP client's connection errors (httpx, requests by version)
-        if not _network_error(err):
-            raise
-        raise InputError(f"{key}.path: {offline_message(repo_id, str(folder))} ({type(err).__name__})") from None
+        if _network_error(err):
+            raise InputError(f"{key}.path: {offline_message(repo_id, str(folder))} ({type(err).__name__})") from None
+        if isinstance(err, OSError):  # the disk: full, not writable
+            raise InputError(f"{key}.path: {repo_id}: cannot write {folder} ({err})") from None
+        raise
     rec = {"repo_id": repo_id, "revision": revision, "commit": info.sha, "folder": str(folder),
            "sources": list(sources), "files": files}
     with atomic_path(record) as tmp:
