@@ -282,7 +282,7 @@ def _check_pretrained(spec: dict, key: str) -> None:
                 section == "schedule") else "the model is not trained here"
             raise ConfigError(f"{key}.{section}: a pretrained model (model.source: {source}) takes no {section} "
                               f"section: {what} (rule: unused-section)")
-    for name in sorted(set(model) - {"source", "path"} - set(SOURCE_KEYS[source])):
+    for name in sorted(set(model) - {"source", "path", "revision"} - set(SOURCE_KEYS[source])):
         users = [s for s, keys in SOURCE_KEYS.items() if name in keys]
         raise ConfigError(f"{key}.model.{name}: applies to model.source {' / '.join(users)} only, not {source} "
                           "(rule: unused-key)")
@@ -383,7 +383,8 @@ def check_guidance_and_tracking(spec: dict, key: str, T: int, names: list[str] |
 
 
 def validate_config(config: dict, schema: dict) -> dict:
-    """Validate ``config`` against ``schema``, fill in defaults, run the semantic checks; return the result.
+    """Validate ``config`` against ``schema``, fill in defaults, run the semantic checks; return the result, in
+    which a pretrained model named by its hub id reads its download folder (``seminfo.models.hub.hub_models``).
 
     The input is not modified. Raises ``ConfigError`` on the first problem.
     """
@@ -409,7 +410,9 @@ def validate_config(config: dict, schema: dict) -> dict:
         if not pretrained_source(spec):
             check_guidance_and_tracking(spec, key, spec["schedule"]["T"], class_names(spec), has_null=True)
         _check_partitions(spec, class_names(spec), key)
-    return config
+    from .models.hub import hub_models  # here: seminfo.models imports this module
+
+    return hub_models(config)
 
 
 def experiment_hash(spec: dict) -> str:

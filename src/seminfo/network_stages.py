@@ -23,7 +23,8 @@ from .config import class_index, experiment_hash
 from .guidance import guidance_from_spec
 from .health import outside_share, state_bound
 from .io import InputError, atomic_path, open_checked, packing, provenance, write_netcdf
-from .models import adapter_record, is_pretrained, load_adapter, model_source
+from .models import adapter_record, check_sources, is_pretrained, load_adapter, model_source
+from .models.hub import is_hub, read_record
 from .precision import check_experiment_precision
 from .one_vs_rest import binary_entropy_bits, clipped_posterior, half_prior_posterior, ovr_log_posterior
 from .posterior import online_log_posterior
@@ -75,8 +76,13 @@ def model_check(spec: dict, experiment: str, output) -> None:
     """Load a pretrained model once through its adapter, check it, and write adapter.json (rule model_check).
 
     adapter.json holds the adapter's description (conditions, prediction and variance kind, state shape, T) and a
-    fingerprint of the model's files; sampling depends on it.
+    fingerprint of the model's files; sampling depends on it. A model named by its hub id first gets the checks the
+    workflow's parse could not run before rule model_download had fetched it (``check_sources``).
     """
+    if is_hub(spec):
+        check_sources({"experiments": {experiment: spec}})
+        log.info("%s at revision %s, commit %s", spec["model"]["hub"], spec["model"]["revision"],
+                 (read_record(spec) or {}).get("commit"))
     model = load_adapter(spec, None, device())
     record = adapter_record(spec, model)
     log.info("sampled as its pipeline samples: %s grid (steps_offset %d), x0 clipping %s", model.timestep_spacing,
@@ -203,6 +209,10 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
         ds = ds.assign(state=(("traj",) + STATE_DIMS, out.final, {"long_name": "generated x0 in the chain's units "
                                                                            "(the model's own sample)", "units": "1"}))
         ds.attrs |= {"model_source": model_source(spec), "adapter": json.dumps(model.describe(), sort_keys=True)}
+        hub = read_record(spec)
+        if hub is not None:  # provenance: the repository, revision and commit the folder was downloaded at
+            ds.attrs["model_hub"] = json.dumps({k: hub.get(k) for k in ("repo_id", "revision", "commit")},
+                                               sort_keys=True)
     write_netcdf(ds, output, packed=("image", "filmstrip_x0") if model.latent else ())
     log.info("wrote %s", output)
 

@@ -1,9 +1,12 @@
 # Config validation and target helpers. Validation runs when the workflow is parsed, so a bad config
 # stops every command (including dry runs) with one message before any job is scheduled.
+import os
+import re
 import sys
 
 from seminfo.config import STUDY_SECTIONS, ConfigError, experiment_hash, load_schema, validate_config
 from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
+from seminfo.models.hub import hub_downloads, is_hub, record_path
 from seminfo.precision import check_own_precision
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -18,6 +21,10 @@ except ConfigError as err:
 
 EXPERIMENTS = config["experiments"]
 RESULTS = "results"
+# Models named by their hub id: validate_config has pointed their model.path at <models_dir>/<org>/<name>/<revision>;
+# rule model_download fills those folders (by key <org>/<name>/<revision>).
+MODELS_DIR = os.path.normpath(config["models_dir"])
+HUB_DOWNLOADS = hub_downloads(config)
 # Threads of a job that uses every core it is given. Snakemake caps a rule's threads at --cores (and the profiles
 # set them per rule), so this needs no core count: `snakemake -n` and `--report` work without --cores.
 ALL_CORES = 1024
@@ -86,6 +93,9 @@ def model_folder_stat(w):
     import hashlib
     import os
 
+    m = spec(w.experiment)["model"]
+    if is_hub(spec(w.experiment)):  # the folder may not be there yet: its download record stands for it
+        return f"{m['hub']}@{m['revision']}"
     digest = hashlib.sha256()
     for f in model_folder_files(w):
         st = os.stat(f)
@@ -95,10 +105,13 @@ def model_folder_stat(w):
 
 def model_folder_files(w):
     """Every file of a pretrained model's folder (or its one file) and a python entry's file: changing any of them
-    reruns model_check, and through adapter.json the sampling."""
+    reruns model_check, and through adapter.json the sampling. A model named by its hub id: its download record
+    (rule model_download's output)."""
     from pathlib import Path
 
     m = spec(w.experiment)["model"]
+    if is_hub(spec(w.experiment)):
+        return [str(record_path(m["path"]))]
     root = Path(m["path"]).expanduser()
     files = sorted(str(p) for p in root.rglob("*") if p.is_file()) if root.is_dir() else [str(root)]
     where = m.get("entry", "").rpartition(":")[0]

@@ -1,4 +1,5 @@
-# DDPM experiments: train a class-conditional network (own model) or check a pretrained one (model_check), sample
+# DDPM experiments: train a class-conditional network (own model) or check a pretrained one (model_check; one named
+# by its hub id is first fetched by model_download, a local rule: compute nodes often have no network), sample
 # trajectories in shards with the per-step Bayes increments, turn them into posteriors, collect per-trajectory
 # and sample datasets, and check the run's health (health.json, merged into summary.nc).
 
@@ -23,6 +24,22 @@ rule ddpm_train:
         "../envs/seminfo.yaml"
     script:
         "../scripts/ddpm_train.py"
+
+
+rule model_download:
+    output:
+        f"{MODELS_DIR}/{{download}}.download.json",
+    log:
+        f"{MODELS_DIR}/{{download}}.download.log",
+    params:
+        download=lambda w: HUB_DOWNLOADS[w.download],
+        cache_dir=f"{MODELS_DIR}/.cache",
+    wildcard_constraints:
+        download="|".join(re.escape(key) for key in HUB_DOWNLOADS) or "^$",
+    conda:
+        "../envs/seminfo.yaml"
+    script:
+        "../scripts/model_download.py"
 
 
 rule model_check:

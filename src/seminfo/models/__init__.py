@@ -12,7 +12,8 @@
 
 A pretrained source is loaded from a local folder only (``from_pretrained(…, local_files_only=True)``).
 ``check_sources`` checks every pretrained experiment's folder from its JSON files when the workflow is parsed, so a
-missing folder, component, class name or an unknown schedule stops the run before any job.
+missing folder, component, class name or an unknown schedule stops the run before any job. A model named by its hub
+id (``hub``) reads its download folder; until rule model_download has filled it, its checks wait for rule model_check.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..config import ConfigError, check_grids, check_guidance_and_tracking
 from ..stages import schedule_from_spec
 from .base import PREDICTIONS, VARIANCES, Adapter, NetworkAdapter
 from .folders import FolderError, fingerprint
+from .hub import config_has_null, downloaded, is_hub, read_record
 
 __all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "SOURCES", "PRETRAINED", "model_source",
            "is_pretrained", "load_adapter", "inspect_source", "check_sources", "has_null_condition",
@@ -86,10 +88,11 @@ def load_adapter(spec: dict, model_path, device) -> Adapter:
 def check_sources(config: dict) -> None:
     """Check the folder of every pretrained experiment (JSON files only) and the sampling options it allows.
 
-    Raises ``ConfigError`` naming ``experiments.<name>.<key>``, the file and the problem.
+    Raises ``ConfigError`` naming ``experiments.<name>.<key>``, the file and the problem. A hub model not downloaded
+    yet is skipped: rule model_check runs these checks once rule model_download has fetched it.
     """
     for name, spec in config["experiments"].items():
-        if not is_pretrained(spec):
+        if not is_pretrained(spec) or (is_hub(spec) and not downloaded(spec)):
             continue
         key = f"experiments.{name}"
         try:
@@ -119,6 +122,8 @@ def has_null_condition(spec: dict) -> bool:
     """Whether the experiment's model has an unconditional (null) condition, without loading it."""
     if not is_pretrained(spec):
         return True  # the own UNet is trained with the null label K
+    if is_hub(spec) and not downloaded(spec):
+        return config_has_null(spec)  # as inspect will say once it is downloaded
     return bool(inspect_source(spec)["has_null"])
 
 
@@ -131,6 +136,11 @@ def source_schedule(spec: dict):
 
 
 def adapter_record(spec: dict, adapter: Adapter) -> dict:
-    """What rule model_check writes to adapter.json: the adapter's description and the folder's fingerprint."""
-    return {"describe": adapter.describe(), "path": str(spec["model"]["path"]),
-            "fingerprint": fingerprint(spec["model"]["path"])}
+    """What rule model_check writes to adapter.json: the adapter's description and the folder's fingerprint, and for
+    a model named by its hub id its repository, revision and the commit downloaded (``hub.read_record``)."""
+    record = {"describe": adapter.describe(), "path": str(spec["model"]["path"]),
+              "fingerprint": fingerprint(spec["model"]["path"])}
+    hub = read_record(spec)
+    if hub is not None:
+        record["hub"] = {k: hub.get(k) for k in ("repo_id", "revision", "commit")}
+    return record
