@@ -34,7 +34,7 @@ from .stages import class_layout, concat_shards, model_posterior_variables, reso
 log = logging.getLogger(__name__)
 
 __all__ = ["device", "class_prior", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions", "model_check",
-           "sample_shard", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
+           "sample_shard", "sample_shard_with", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
 
 STATE_DIMS = ("state_channel", "state_y", "state_x")
 
@@ -119,9 +119,16 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     guidance also ``model_increment``, the unguided model's; one-vs-rest tracking writes ``ovr_increment``
     (traj, step), with ``class`` the tracked targets.
     """
-    s = spec["sampling"]
     dev = device()
-    model = checked_adapter(spec, model_path, dev)
+    sample_shard_with(checked_adapter(spec, model_path, dev), spec, experiment, shard, output, dev)
+
+
+def sample_shard_with(model, spec: dict, experiment: str, shard: int, output, dev=None) -> None:
+    """``sample_shard`` with a model already loaded: ``model``, an adapter (``seminfo.models.Adapter``) on ``dev``
+    (default: its parameters' device, else ``device()``)."""
+    s = spec["sampling"]
+    if dev is None:
+        dev = next((p.device for p in model.parameters()), device())
     K, names = model.num_conditions, list(model.condition_names)
     chain = model_chain(model, s)
     guidance, tracking = guidance_from_spec(s), s.get("tracking", "full")

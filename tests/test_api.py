@@ -1,0 +1,109 @@
+"""The Python API (seminfo.measure, seminfo.plot) against the workflow's own outputs for the same settings."""
+
+import subprocess
+import sys
+
+import matplotlib
+import numpy as np
+import pytest
+import xarray as xr
+import yaml
+
+import seminfo
+from seminfo.config import ConfigError
+from conftest import REPO
+
+# Attributes that say where and when a file was made, not what it holds (seminfo.io.provenance).
+PROVENANCE = ("seminfo_version", "git_commit")
+
+MIXTURE = {"weights": [0.3, 0.3, 0.4], "means": [-1.2, 0.2, 1.4], "stds": [0.3, 0.25, 0.3],
+           "class_names": ["a", "b", "c"]}
+SETTINGS = {"steps": 12, "trajectories_per_class": 6, "seed": 5, "schedule": {"name": "linear", "T": 60},
+            "partitions": {"ab_c": [["a", "b"], ["c"]]}, "studies": {"immse": {"samples": 60, "points": 8}}}
+
+
+def snakemake(workdir, *targets, timeout=600):
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-d", str(workdir),
+                           "--cores", "2", *targets], capture_output=True, text=True, timeout=timeout)
+
+
+def workflow_experiment(target, settings: dict) -> dict:
+    """The config.yaml experiment of ``measure(target, **settings)`` (a mixture)."""
+    spec = {"kind": "gmm", "mixture": target, "schedule": settings["schedule"],
+            "sampling": {k: settings[k] for k in ("steps", "trajectories_per_class", "seed")}}
+    return spec | {k: v for k, v in settings.items() if k == "partitions"} | settings.get("studies", {})
+
+
+def assert_same_file(api_path, workflow_path):
+    with xr.open_dataset(api_path) as a, xr.open_dataset(workflow_path) as w:
+        a, w = a.load(), w.load()
+    for ds in (a, w):
+        for key in PROVENANCE:
+            ds.attrs.pop(key, None)
+    xr.testing.assert_identical(a, w)  # values bitwise, dtypes, coordinates, variable and global attributes
+
+
+@pytest.fixture(scope="module")
+def mixture_runs(tmp_path_factory):
+    """The workflow's results/pair/ and measure()'s folder for the same tiny mixture experiment."""
+    d = tmp_path_factory.mktemp("api_gmm")
+    config = {"experiments": {"pair": workflow_experiment(MIXTURE, SETTINGS)}}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(d, "results/pair/summary.nc")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = seminfo.measure(MIXTURE, name="pair", folder=d / "api", progress=False, **SETTINGS)
+    return d / "results" / "pair", run
+
+
+def test_mixture_summary_equals_workflow(mixture_runs):
+    results, run = mixture_runs
+    assert_same_file(run.folder / "summary.nc", results / "summary.nc")
+    with xr.open_dataset(results / "summary.nc") as w:
+        expected = w.load()
+    for ds in (run.summary, expected):
+        for key in PROVENANCE:
+            ds.attrs.pop(key, None)
+    xr.testing.assert_identical(run.summary, expected)
+
+
+@pytest.mark.parametrize("name", ["posterior.nc", "profiles.nc", "decisions.nc", "immse.nc"])
+def test_mixture_files_equal_workflow(mixture_runs, name):
+    results, run = mixture_runs
+    assert name in run.files
+    assert_same_file(run.folder / name, results / name)
+
+
+def test_run_save_has_workflow_layout(mixture_runs, tmp_path):
+    results, run = mixture_runs
+    saved = run.save(tmp_path / "pair")
+    workflow_files = {str(p.relative_to(results)) for p in results.rglob("*") if p.is_file()}
+    assert set(run.files) <= workflow_files  # the same names (the workflow adds logs and its figures)
+    for name in run.files:
+        assert (saved / name).read_bytes() == (run.folder / name).read_bytes()
+    assert run.spec["sampling"]["kernel"] == "exact"  # schema defaults filled in
+
+
+def test_mixture_object_gives_the_same_spec():
+    from seminfo.gmm import Mixture
+
+    mix = Mixture(MIXTURE["weights"], MIXTURE["means"], MIXTURE["stds"])
+    from_object = seminfo.experiment_spec(mix, steps=12, trajectories_per_class=6)
+    from_section = seminfo.experiment_spec({k: MIXTURE[k] for k in ("weights", "means", "stds")}, steps=12,
+                                           trajectories_per_class=6)
+    assert from_object == from_section
+
+
+@pytest.mark.parametrize("settings, key", [
+    ({"steps": 1, "trajectories_per_class": 4}, "experiments.api.sampling.steps"),
+    ({"steps": 10, "trajectories_per_class": 4, "sampling": {"kernel": "euler"}}, "experiments.api.sampling.kernel"),
+    ({"steps": 10, "trajectories_per_class": 4, "schedule": {"name": "linear", "T": 5}}, "experiments.api"),
+])
+def test_bad_setting_raises_config_error_naming_the_key(settings, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        seminfo.measure(MIXTURE, progress=False, **settings)
+
+
+def test_bad_mixture_raises_config_error():
+    with pytest.raises(ConfigError, match=r"experiments\.api\.mixture\.weights"):
+        seminfo.measure({"weights": [0.5], "means": [0.0, 1.0], "stds": [1.0, 1.0]}, steps=10,
+                        trajectories_per_class=2, progress=False)
