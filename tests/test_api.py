@@ -3,7 +3,7 @@
 import subprocess
 import sys
 
-import matplotlib
+import matplotlib.figure
 import numpy as np
 import pytest
 import xarray as xr
@@ -107,3 +107,26 @@ def test_bad_mixture_raises_config_error():
     with pytest.raises(ConfigError, match=r"experiments\.api\.mixture\.weights"):
         seminfo.measure({"weights": [0.5], "means": [0.0, 1.0], "stds": [1.0, 1.0]}, steps=10,
                         trajectories_per_class=2, progress=False)
+
+
+@pytest.mark.parametrize("name", ["entropy", "entropy_rate", "rate_heatmap", "partitions", "examples"])
+def test_plot_profile_figures(mixture_runs, name):
+    _, run = mixture_runs
+    for data in (run.summary, run):
+        fig = seminfo.plot.figure(name, data, time_axis="t")
+        assert isinstance(fig, matplotlib.figure.Figure) and fig.axes
+    assert "plot_time_axis" not in run.summary.attrs  # the caller's dataset is not changed
+
+
+def test_plot_study_figures(mixture_runs):
+    _, run = mixture_runs
+    assert isinstance(seminfo.plot.decisions(run), matplotlib.figure.Figure)
+    assert isinstance(seminfo.plot.immse(run), matplotlib.figure.Figure)
+    assert isinstance(seminfo.plot.immse(run.summary, run.open("immse.nc")), matplotlib.figure.Figure)
+
+
+def test_measure_draws_the_workflow_figures(tmp_path):
+    run = seminfo.measure(MIXTURE, folder=tmp_path, figures=True, progress=False, studies={"immse": {"enable": False}},
+                          **{k: v for k, v in SETTINGS.items() if k != "studies"})
+    assert {f"figures/{n}.png" for n in seminfo.plan.figure_names(run.spec)} <= set(run.files)
+    assert "immse.nc" not in run.files and "paths.nc" not in run.files
