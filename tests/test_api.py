@@ -130,3 +130,44 @@ def test_measure_draws_the_workflow_figures(tmp_path):
                           **{k: v for k, v in SETTINGS.items() if k != "studies"})
     assert {f"figures/{n}.png" for n in seminfo.plan.figure_names(run.spec)} <= set(run.files)
     assert "immse.nc" not in run.files and "paths.nc" not in run.files
+
+
+NETWORK = {"steps": 4, "trajectories_per_class": 2, "seed": 2,
+           "sampling": {"shards": 1, "batch_size": 64, "snapshots": 3}, "studies": {"immse": {"samples": 8, "points": 4}}}
+
+
+@pytest.fixture(scope="module")
+def network_runs(tmp_path_factory):
+    """The workflow's results/unet/ and measure()'s folder for a tiny diffusers twin (pretrained source)."""
+    import os
+
+    from twins import diffusers_twin
+
+    d = tmp_path_factory.mktemp("api_net")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    model = {"source": "diffusers", "path": str(diffusers_twin(d / "twin", "v_prediction", null_label=3,
+                                                               class_scale=3.0)),
+             "null_label": 3, "class_names": ["zero", "one", "two"]}
+    sampling = {k: NETWORK[k] for k in ("steps", "trajectories_per_class", "seed")} | NETWORK["sampling"]
+    config = {"experiments": {"unet": {"kind": "ddpm", "model": model, "sampling": sampling} | NETWORK["studies"]}}
+    (d / "config.yaml").write_text(yaml.safe_dump(config))
+    proc = snakemake(d, "results/unet/summary.nc")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = seminfo.measure(model, name="unet", folder=d / "api", progress=False, **NETWORK)
+    return d / "results" / "unet", run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["summary.nc", "profiles.nc", "trajectories.nc", "samples.nc", "decisions.nc",
+                                  "immse.nc", "shards/sample_0.nc"])
+def test_network_files_equal_workflow(network_runs, name):
+    results, run = network_runs
+    assert name in run.files
+    assert_same_file(run.folder / name, results / name)
+
+
+@pytest.mark.slow
+def test_network_health_and_adapter_record_equal_workflow(network_runs):
+    results, run = network_runs
+    for name in ("health.json", "model/adapter.json"):
+        assert (run.folder / name).read_text() == (results / name).read_text(), name
