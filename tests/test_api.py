@@ -171,3 +171,46 @@ def test_network_health_and_adapter_record_equal_workflow(network_runs):
     results, run = network_runs
     for name in ("health.json", "model/adapter.json"):
         assert (run.folder / name).read_text() == (results / name).read_text(), name
+
+
+@pytest.mark.slow
+def test_loaded_model_is_measured_as_its_config(network_runs):
+    results, run = network_runs
+    adapter = seminfo.load_model(run.spec["model"], device="cpu")
+    again = seminfo.measure(adapter, name="unet", folder=run.folder.parent / "api_loaded", progress=False, **NETWORK)
+    assert again.spec == run.spec
+    for name in ("summary.nc", "trajectories.nc"):
+        assert_same_file(again.folder / name, results / name)
+
+
+def test_memory_models_cannot_come_from_a_config(schema):
+    from seminfo.config import validate_config
+    from seminfo.models import check_sources
+
+    config = validate_config({"experiments": {"net": {"kind": "ddpm", "model": {"source": "memory", "path": "Net"},
+                                                      "sampling": {"steps": 4, "trajectories_per_class": 2}}}},
+                             schema)
+    with pytest.raises(ConfigError, match=r"experiments\.net\.model\.path: no adapter in memory"):
+        check_sources(config)
+
+
+def test_example_script_measures_its_network(tmp_path):
+    """examples/measure_network.py: a network defined in the script, measured on the CPU, its summary's invariants."""
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, str(REPO / "examples" / "measure_network.py"), "--steps", "8",
+                           "--trajectories-per-class", "4", "--immse-samples", "12", "--out", str(out)],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (out / "entropy.png").stat().st_size > 0
+    with xr.open_dataset(out / "summary.nc") as s, xr.open_dataset(out / "trajectories.nc") as traj:
+        s, traj = s.load(), traj.load()
+    K = s.sizes["class"]
+    assert K == 3 and s.attrs["model_source"] == "memory" and "health_failed" in s.attrs
+    tol = 1e-5
+    for name in ("entropy", "entropy_marginal"):
+        assert float(s[name].min()) >= -tol and float(s[name].max()) <= np.log2(K) + tol, name
+    np.testing.assert_allclose(traj["posterior"].sum("class"), 1.0, atol=1e-5)
+    np.testing.assert_allclose(traj["entropy"].isel(time=-1), np.log2(K), atol=1e-5)  # the uniform prior at t = T
+    np.testing.assert_allclose(s["mutual_information"], s.attrs["prior_entropy_bits"] - s["entropy_marginal"],
+                               atol=1e-6)
+    assert s.sizes["time"] == traj.sizes["time"] and np.all(np.diff(s["time"].values) > 0)

@@ -164,7 +164,9 @@ def load_model(model: Mapping, device=None, **sampling):
     from .network_stages import device as default_device
 
     spec = experiment_spec(dict(model), sampling={"steps": 2, "trajectories_per_class": 1} | sampling)
-    return load_adapter(spec, None, device if device is not None else default_device())
+    adapter = load_adapter(spec, None, device if device is not None else default_device())
+    adapter.model_config = spec["model"]  # measure(adapter) then measures it as the workflow measures this config
+    return adapter
 
 
 # --- running the stages -------------------------------------------------------------------------------------
@@ -205,10 +207,13 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
                   model=None) -> list[Step]:
     """The stages of a pretrained model's experiment as the rules chain them (ddpm.smk, analysis.smk, extras.smk).
 
-    ``model``: an adapter already loaded; the model is then not loaded (nor its folder checked) by the stages.
+    ``model``: an adapter already loaded, which the stages then sample instead of loading the model again (a
+    ``memory`` model has no folder, so no adapter.json).
     """
     from .health_stage import health_stage
-    from .network_stages import collect, model_check, sample_shard, sample_shard_with, shard_posterior
+    from .models import model_source
+    from .network_stages import (collect, model_check, sample_shard, sample_shard_with, shard_posterior,
+                                 write_adapter_record)
     from .stages import aggregate, plots, summarize
     from .studies import decisions_stage, immse_stage
 
@@ -227,7 +232,12 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
             return lambda: sample_shard_with(model, core, name, i, sample[i])
         return lambda: sample_shard(core, name, adapter_json, i, sample[i])
 
-    steps: list[Step] = [] if model is not None else [("model_check", lambda: model_check(core, name, adapter_json))]
+    if model is None:
+        steps: list[Step] = [("model_check", lambda: model_check(core, name, adapter_json))]
+    elif model_source(spec) != "memory":  # a folder's model: its adapter.json, as rule model_check writes it
+        steps = [("model_check", lambda: write_adapter_record(model, core, adapter_json))]
+    else:
+        steps = []
     steps += [(f"sample {i}", sample_step(i)) for i in shards]
     steps += [(f"posterior {i}", lambda i=i: shard_posterior(analysis, name, sample[i], posterior[i])) for i in shards]
     steps += [
@@ -283,8 +293,9 @@ def measure(target, *, steps: int | None = None, trajectories_per_class: int | N
     Args:
         target: a mixture (a config ``mixture`` section, or a ``seminfo.gmm.Mixture`` /
             ``seminfo.highdim.IsotropicMixture``), a model (a config ``model`` section with ``source`` and ``path``
-            of a pretrained source, or an adapter already loaded: ``load_model``'s, or any
-            ``seminfo.models.Adapter``), or a whole experiment spec (a mapping with ``kind``).
+            of a pretrained source; ``load_model``'s adapter, measured as its config is; or any other
+            ``seminfo.models.Adapter`` object, e.g. a ``NetworkAdapter`` around a network defined in a notebook,
+            measured as ``model.source: memory``), or a whole experiment spec (a mapping with ``kind``).
         steps: reverse steps (``sampling.steps``).
         trajectories_per_class: trajectories per class (``sampling.trajectories_per_class``).
         seed: the sampling seed (``sampling.seed``; default the schema's).
@@ -306,19 +317,30 @@ def measure(target, *, steps: int | None = None, trajectories_per_class: int | N
     settings = {"steps": steps, "trajectories_per_class": trajectories_per_class, "seed": seed,
                 "schedule": schedule, "sampling": sampling, "analysis": analysis, "partitions": partitions,
                 "plots": plots} | dict(studies or {})
+    if not _is_adapter(target):
+        return _measure(target, None, name, settings, figures, folder, schema, progress)
+    from .models.memory import registered
+
+    if getattr(target, "model_config", None) is not None:  # load_model's: its folder's config
+        return _measure(target.model_config, target, name, settings, figures, folder, schema, progress)
+    with registered(target) as key:
+        return _measure({"source": "memory", "path": key}, target, name, settings, figures, folder, schema, progress)
+
+
+def _measure(target, model, name: str, settings: dict, figures: bool, folder, schema, progress: bool) -> Run:
+    """``measure`` of a target given as a config (``model``: the adapter of a model target, already loaded)."""
     config_schema = plan.schema(schema)
-    model = target if _is_adapter(target) else None
-    if model is not None:
-        raise ConfigError("measure: an adapter object cannot be described by a config yet; give its model config "
-                          "(source, path, …) instead")
     spec = experiment_spec(target, name=name, schema=schema, **settings)
     if spec["kind"] == "ddpm" and not plan_is_pretrained(spec):
         raise ConfigError(f"experiments.{name}.model.source: measure runs mixtures and pretrained models; the own "
                           "UNet is trained by the workflow (snakemake), then measured from its folder")
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"seminfo-{name}-"))
     folder.mkdir(parents=True, exist_ok=True)
-    build = gmm_steps if spec["kind"] == "gmm" else network_steps
-    _run_steps(build(spec, name, folder, config_schema, figures), progress)
+    if spec["kind"] == "gmm":
+        steps = gmm_steps(spec, name, folder, config_schema, figures)
+    else:
+        steps = network_steps(spec, name, folder, config_schema, figures, model)
+    _run_steps(steps, progress)
     files = _written(folder, ("paths.nc",) if spec["kind"] == "gmm" else ())
     with xr.open_dataset(folder / "summary.nc") as handle:
         summary = handle.load()

@@ -34,7 +34,7 @@ from .stages import class_layout, concat_shards, model_posterior_variables, reso
 log = logging.getLogger(__name__)
 
 __all__ = ["device", "class_prior", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions", "model_check",
-           "sample_shard", "sample_shard_with", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
+           "write_adapter_record", "sample_shard", "sample_shard_with", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
 
 STATE_DIMS = ("state_channel", "state_y", "state_x")
 
@@ -77,7 +77,11 @@ def model_check(spec: dict, experiment: str, output) -> None:
     adapter.json holds the adapter's description (conditions, prediction and variance kind, state shape, T) and a
     fingerprint of the model's files; sampling depends on it.
     """
-    model = load_adapter(spec, None, device())
+    write_adapter_record(load_adapter(spec, None, device()), spec, output)
+
+
+def write_adapter_record(model, spec: dict, output) -> None:
+    """``model_check`` with the model already loaded: check ``model`` (its adapter) and write adapter.json."""
     record = adapter_record(spec, model)
     log.info("sampled as its pipeline samples: %s grid (steps_offset %d), x0 clipping %s", model.timestep_spacing,
              model.steps_offset, record["describe"]["clipping"])
