@@ -163,7 +163,8 @@ def load_model(model: Mapping, device=None, **sampling):
     from .models import load_adapter
     from .network_stages import device as default_device
 
-    spec = experiment_spec(dict(model), sampling={"steps": 2, "trajectories_per_class": 1} | sampling)
+    # the checks need an experiment: the smallest sampling section the schema allows, or the caller's keys
+    spec = experiment_spec(dict(model), sampling={"steps": 2, "trajectories_per_class": 2} | sampling)
     adapter = load_adapter(spec, None, device if device is not None else default_device())
     adapter.model_config = spec["model"]  # measure(adapter) then measures it as the workflow measures this config
     return adapter
@@ -232,6 +233,9 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
             return lambda: sample_shard_with(model, core, name, i, sample[i])
         return lambda: sample_shard(core, name, adapter_json, i, sample[i])
 
+    # The sampler may leave the adapter in another memory layout (channels_last), whose rounding differs: like rule
+    # immse, the study loads a folder's model afresh; a model in memory has no folder, so it gets the object.
+    immse_model = model if model is not None and model_source(spec) == "memory" else None
     if model is None:
         steps: list[Step] = [("model_check", lambda: model_check(core, name, adapter_json))]
     elif model_source(spec) != "memory":  # a folder's model: its adapter.json, as rule model_check writes it
@@ -250,7 +254,7 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
     if run_immse:
         steps.append(("immse", lambda: immse_stage(core, name, f["profiles"], f["immse"], immse,
                                                    model_path=adapter_json, figure=folder / "figures/immse.png",
-                                                   dpi=dpi, samples=f["samples"], model=model)))
+                                                   dpi=dpi, samples=f["samples"], model=immse_model)))
     steps += [
         ("health", lambda: health_stage(analysis, name, f["profiles"], sample, folder / "health.json",
                                         immse=f["immse"] if run_immse else None)),
