@@ -126,14 +126,16 @@ def test_plot_study_figures(mixture_runs):
 
 
 def test_measure_draws_the_workflow_figures(tmp_path):
+    settings = {k: v for k, v in SETTINGS.items() if k != "studies"}
     run = seminfo.measure(MIXTURE, folder=tmp_path, figures=True, progress=False, studies={"immse": {"enable": False}},
-                          **{k: v for k, v in SETTINGS.items() if k != "studies"})
+                          **settings)
     assert {f"figures/{n}.png" for n in seminfo.plan.figure_names(run.spec)} <= set(run.files)
     assert "immse.nc" not in run.files and "paths.nc" not in run.files
 
 
 NETWORK = {"steps": 4, "trajectories_per_class": 2, "seed": 2,
-           "sampling": {"shards": 1, "batch_size": 64, "snapshots": 3}, "studies": {"immse": {"samples": 8, "points": 4}}}
+           "sampling": {"shards": 1, "batch_size": 64, "snapshots": 3},
+           "studies": {"immse": {"samples": 8, "points": 4}}}
 
 
 @pytest.fixture(scope="module")

@@ -29,9 +29,9 @@ from typing import Any
 import xarray as xr
 
 from . import plan
-from .config import ConfigError, validate_config
+from .config import ConfigError, pretrained_source, validate_config
 
-__all__ = ["Run", "measure", "load_model", "experiment_spec"]
+__all__ = ["Run", "measure", "load_model", "experiment_spec", "mixture_section", "DEFAULT_SCHEDULE"]
 
 # The schedule of a mixture experiment when neither the target nor ``schedule=`` gives one (the default config's).
 DEFAULT_SCHEDULE = {"name": "linear", "T": 1000, "beta_start": 1.0e-4, "beta_end": 0.02}
@@ -137,17 +137,11 @@ def experiment_spec(target, *, name: str = "api", schema=None, **settings) -> di
     if spec["kind"] == "gmm":
         spec.setdefault("schedule", dict(DEFAULT_SCHEDULE))
     config = validate_config({"experiments": {name: spec}}, plan.schema(schema))
-    if spec["kind"] == "ddpm" and plan_is_pretrained(spec):
+    if spec["kind"] == "ddpm" and pretrained_source(spec) is not None:
         from .models import check_sources
 
         check_sources(config)
     return config["experiments"][name]
-
-
-def plan_is_pretrained(spec: dict) -> bool:
-    from .config import pretrained_source
-
-    return pretrained_source(spec) is not None
 
 
 # --- models -------------------------------------------------------------------------------------------------
@@ -280,11 +274,18 @@ def _run_steps(steps: list[Step], progress: bool) -> None:
         step()
 
 
-def _written(folder: Path, temporary: tuple[str, ...]) -> tuple[str, ...]:
-    """The files under ``folder`` the workflow keeps (its ``temp()`` outputs removed), sorted."""
+def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
+    """(modification time, size) of every file under ``folder``, by path relative to it."""
+    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")
+            if p.is_file()}
+
+
+def _written(folder: Path, before: dict[str, tuple[int, int]], temporary: tuple[str, ...]) -> tuple[str, ...]:
+    """The files under ``folder`` new or rewritten since ``before`` (``_stamps``) that the workflow keeps (its
+    ``temp()`` outputs removed), sorted: files of an earlier run in the same folder are not the run's."""
     for name in temporary:
         (folder / name).unlink(missing_ok=True)
-    return tuple(sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()))
+    return tuple(sorted(name for name, stamp in _stamps(folder).items() if before.get(name) != stamp))
 
 
 def measure(target, *, steps: int | None = None, trajectories_per_class: int | None = None, seed: int | None = None,
@@ -335,7 +336,7 @@ def _measure(target, model, name: str, settings: dict, figures: bool, folder, sc
     """``measure`` of a target given as a config (``model``: the adapter of a model target, already loaded)."""
     config_schema = plan.schema(schema)
     spec = experiment_spec(target, name=name, schema=schema, **settings)
-    if spec["kind"] == "ddpm" and not plan_is_pretrained(spec):
+    if spec["kind"] == "ddpm" and pretrained_source(spec) is None:
         raise ConfigError(f"experiments.{name}.model.source: measure runs mixtures and pretrained models; the own "
                           "UNet is trained by the workflow (snakemake), then measured from its folder")
     folder = Path(folder) if folder is not None else Path(tempfile.mkdtemp(prefix=f"seminfo-{name}-"))
@@ -344,8 +345,9 @@ def _measure(target, model, name: str, settings: dict, figures: bool, folder, sc
         steps = gmm_steps(spec, name, folder, config_schema, figures)
     else:
         steps = network_steps(spec, name, folder, config_schema, figures, model)
+    before = _stamps(folder)
     _run_steps(steps, progress)
-    files = _written(folder, ("paths.nc",) if spec["kind"] == "gmm" else ())
+    files = _written(folder, before, ("paths.nc",) if spec["kind"] == "gmm" else ())
     with xr.open_dataset(folder / "summary.nc") as handle:
         summary = handle.load()
     return Run(experiment=name, spec=spec, folder=folder, files=files, summary=summary)
