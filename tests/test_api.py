@@ -93,6 +93,18 @@ def test_mixture_object_gives_the_same_spec():
     assert from_object == from_section
 
 
+def test_highdim_mixture_object_round_trips():
+    from seminfo.highdim import IsotropicMixture
+    from seminfo.stages import mixture_from_spec
+
+    mix = IsotropicMixture([0.5, 0.5], [[1.0, 0.0, 2.0], [-1.0, 0.5, 0.0]], [0.4, 0.6])
+    spec = seminfo.experiment_spec(mix, steps=10, trajectories_per_class=3)
+    back = mixture_from_spec(spec)
+    assert spec["mixture"]["dim"] == 3
+    for name in ("weights", "means", "stds"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(mix, name))
+
+
 @pytest.mark.parametrize("settings, key", [
     ({"steps": 1, "trajectories_per_class": 4}, "experiments.api.sampling.steps"),
     ({"steps": 10, "trajectories_per_class": 4, "sampling": {"kernel": "euler"}}, "experiments.api.sampling.kernel"),

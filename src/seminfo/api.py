@@ -199,11 +199,11 @@ def gmm_steps(spec: dict, name: str, folder: Path, config_schema: dict, figures:
 
 
 def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figures: bool,
-                  model=None) -> list[Step]:
+                  model=None, progress: bool = True) -> list[Step]:
     """The stages of a pretrained model's experiment as the rules chain them (ddpm.smk, analysis.smk, extras.smk).
 
     ``model``: an adapter already loaded, which the stages then sample instead of loading the model again (a
-    ``memory`` model has no folder, so no adapter.json).
+    ``memory`` model has no folder, so no adapter.json); ``progress``: its sampler's progress bar.
     """
     from .health_stage import health_stage
     from .models import model_source
@@ -224,8 +224,8 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
 
     def sample_step(i: int) -> Callable[[], None]:
         if model is not None:
-            return lambda: sample_shard_with(model, core, name, i, sample[i])
-        return lambda: sample_shard(core, name, adapter_json, i, sample[i])
+            return lambda: sample_shard_with(model, core, name, i, sample[i], progress=progress)
+        return lambda: sample_shard(core, name, adapter_json, i, sample[i], progress=progress)
 
     # The sampler may leave the adapter in another memory layout (channels_last), whose rounding differs: like rule
     # immse, the study loads a folder's model afresh; a model in memory has no folder, so it gets the object.
@@ -329,7 +329,8 @@ def measure(target, *, steps: int | None = None, trajectories_per_class: int | N
     if getattr(target, "model_config", None) is not None:  # load_model's: its folder's config
         return _measure(target.model_config, target, name, settings, figures, folder, schema, progress)
     with registered(target) as key:
-        return _measure({"source": "memory", "path": key}, target, name, settings, figures, folder, schema, progress)
+        memory = {"source": "memory", "path": key}
+        return _measure(memory, target, name, settings, figures, folder, schema, progress)
 
 
 def _measure(target, model, name: str, settings: dict, figures: bool, folder, schema, progress: bool) -> Run:
@@ -344,7 +345,7 @@ def _measure(target, model, name: str, settings: dict, figures: bool, folder, sc
     if spec["kind"] == "gmm":
         steps = gmm_steps(spec, name, folder, config_schema, figures)
     else:
-        steps = network_steps(spec, name, folder, config_schema, figures, model)
+        steps = network_steps(spec, name, folder, config_schema, figures, model, progress)
     before = _stamps(folder)
     _run_steps(steps, progress)
     files = _written(folder, before, ("paths.nc",) if spec["kind"] == "gmm" else ())

@@ -117,7 +117,7 @@ def tracked_conditions(spec: dict, names: list[str]) -> list[int]:
     return [class_index(ref, names, f"sampling.targets[{j}]") for j, ref in enumerate(s["targets"])]
 
 
-def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) -> None:
+def sample_shard(spec: dict, experiment: str, model_path, shard: int, output, progress: bool = True) -> None:
     """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample).
 
     Full tracking writes ``increment`` (traj, step, class) and the Gram matrices of the Rao-Blackwell estimate; with
@@ -125,12 +125,13 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     (traj, step), with ``class`` the tracked targets.
     """
     dev = device()
-    sample_shard_with(checked_adapter(spec, model_path, dev), spec, experiment, shard, output, dev)
+    sample_shard_with(checked_adapter(spec, model_path, dev), spec, experiment, shard, output, dev, progress)
 
 
-def sample_shard_with(model, spec: dict, experiment: str, shard: int, output, dev=None) -> None:
+def sample_shard_with(model, spec: dict, experiment: str, shard: int, output, dev=None,
+                      progress: bool = True) -> None:
     """``sample_shard`` with a model already loaded: ``model``, an adapter (``seminfo.models.Adapter``) on ``dev``
-    (default: its parameters' device, else ``device()``)."""
+    (default: its parameters' device, else ``device()``); ``progress``: the sampler's progress bar."""
     s = spec["sampling"]
     if dev is None:
         dev = next((p.device for p in model.parameters()), device())
@@ -152,7 +153,7 @@ def sample_shard_with(model, spec: dict, experiment: str, shard: int, output, de
     stats = {}
     out = sample_trajectories(model, chain, targets[slots[idx]], idx, s["seed"], eval_batch=s["batch_size"],
                               examples=members[idx] < s["examples_per_class"], n_snapshots=s["snapshots"],
-                              device=dev, prune_log_threshold=s.get("prune_log_threshold"),
+                              device=dev, progress=progress, prune_log_threshold=s.get("prune_log_threshold"),
                               precision=s.get("precision", "fp32"), compile=s.get("compile", False),
                               guidance=guidance, tracking=tracking, stats=stats)
     log.info("%d network evaluations (%.1f %% of the exact plan) in %.1f s, %.0f %% of it in the network",
