@@ -178,8 +178,8 @@ def gmm_steps(spec: dict, name: str, folder: Path, config_schema: dict, figures:
     core, analysis, dpi = plan.core_spec(spec), plan.analysis_spec(spec), spec["plots"]["dpi"]
     f = {k: folder / v for k, v in {"paths": "paths.nc", "posterior": "posterior.nc", "profiles": "profiles.nc",
                                      "decisions": "decisions.nc", "immse": "immse.nc", "summary": "summary.nc"}.items()}
-    immse = plan.study_options(spec, "immse", config_schema)
-    studies = {"decisions": f["decisions"]} | ({"immse": f["immse"]} if immse["enable"] else {})
+    immse, run_immse = plan.study_options(spec, "immse", config_schema), plan.immse_runs(spec, config_schema)
+    studies = {"decisions": f["decisions"]} | ({"immse": f["immse"]} if run_immse else {})
     steps: list[Step] = [
         ("gmm_sample", lambda: gmm_sample(core, name, f["paths"])),
         ("gmm_posterior", lambda: gmm_posterior(analysis, name, f["paths"], f["posterior"])),
@@ -187,7 +187,7 @@ def gmm_steps(spec: dict, name: str, folder: Path, config_schema: dict, figures:
         ("decisions", lambda: decisions_stage(analysis, name, f["profiles"], f["posterior"], f["decisions"],
                                               plan.decision_options(spec), folder / "figures/decisions.png", dpi)),
     ]
-    if immse["enable"]:
+    if run_immse:
         steps.append(("immse", lambda: immse_stage(core, name, f["profiles"], f["immse"], immse,
                                                    figure=folder / "figures/immse.png", dpi=dpi)))
     steps.append(("summarize", lambda: summarize(analysis, name, f["profiles"], f["summary"], studies=studies)))
@@ -218,8 +218,7 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
     sample = [folder / f"shards/sample_{i}.nc" for i in shards]
     posterior = [folder / f"shards/posterior_{i}.nc" for i in shards]
     f = {k: folder / f"{k}.nc" for k in ("trajectories", "samples", "profiles", "decisions", "immse", "summary")}
-    immse = plan.study_options(spec, "immse", config_schema)
-    run_immse = immse["enable"] and plan.immse_skipped(spec) is None
+    immse, run_immse = plan.study_options(spec, "immse", config_schema), plan.immse_runs(spec, config_schema)
     studies = {"decisions": f["decisions"]} | ({"immse": f["immse"]} if run_immse else {})
 
     def sample_step(i: int) -> Callable[[], None]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from .config import STUDY_SECTIONS, load_schema
 
 __all__ = ["SCHEMA_PATH", "schema", "core_spec", "train_spec", "analysis_spec", "study_options", "decision_options",
-           "figure_names", "immse_skipped"]
+           "figure_names", "immse_skipped", "immse_runs"]
 
 # The config schema of the workflow, in the source tree beside the package.
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -69,6 +69,11 @@ def immse_skipped(spec: dict) -> str | None:
     if is_pretrained(spec) and spec["sampling"].get("guidance"):
         return "its x0 would be the model's generated samples, which sampling.guidance makes guided samples"
     return None
+
+
+def immse_runs(spec: dict, config_schema: dict) -> bool:
+    """Whether an experiment's I-MMSE study runs: it is on (the default) and can run (``immse_skipped``)."""
+    return bool(study_options(spec, "immse", config_schema)["enable"]) and immse_skipped(spec) is None
 
 
 def figure_names(spec: dict) -> list[str]:

@@ -19,7 +19,7 @@ def immse_skipped(name):
 
 def immse_experiments():
     """Experiments whose immse study is on and can run (``immse_skipped``)."""
-    return [name for name in EXPERIMENTS if study_options(name, "immse")["enable"] and immse_skipped(name) is None]
+    return [name for name in EXPERIMENTS if plan.immse_runs(spec(name), STUDY_SCHEMA)]
 
 
 for _name in config.get("run", EXPERIMENTS):
