@@ -8,7 +8,7 @@ from .io import package_version
 
 __version__ = package_version()
 
-__all__ = ["measure", "load_model", "Run", "plot", "__version__"]
+__all__ = ["measure", "load_model", "experiment_spec", "Run", "plot", "__version__"]
 
 # The Python API (seminfo.api, seminfo.plot) is imported on first use, so that `import seminfo` stays cheap.
 _API = {"measure": "api", "load_model": "api", "Run": "api", "experiment_spec": "api"}
@@ -22,3 +22,7 @@ def __getattr__(name: str):
     if name == "plot":
         return importlib.import_module(".plot", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_API) | {"plot"})
