@@ -84,7 +84,7 @@ DATASET_CLASSES = {
 }
 
 
-PRETRAINED_SOURCES = ("diffusers", "dit", "stable_diffusion", "python", "sd3")
+PRETRAINED_SOURCES = ("diffusers", "dit", "stable_diffusion", "python", "sd3", "memory")
 # model keys of each pretrained source besides source and path
 SOURCE_KEYS = {
     "diffusers": ("class_names", "null_label"),
@@ -92,6 +92,7 @@ SOURCE_KEYS = {
     "stable_diffusion": ("prompts", "negative_prompt"),
     "python": ("entry", "classes", "class_names", "zero_label_is_null", "prediction", "path_kind", "null_label"),
     "sd3": ("prompts", "negative_prompt"),
+    "memory": (),
 }
 REQUIRED_SOURCE_KEYS = {"dit": ("classes",), "stable_diffusion": ("prompts",), "python": ("entry",),
                         "sd3": ("prompts",)}

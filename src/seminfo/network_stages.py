@@ -34,8 +34,9 @@ from .stages import class_layout, concat_shards, model_posterior_variables, reso
 
 log = logging.getLogger(__name__)
 
-__all__ = ["device", "class_prior", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions", "model_check",
-           "sample_shard", "shard_posterior", "ovr_dataset", "collect", "STATE_DIMS"]
+__all__ = ["device", "class_prior", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions",
+           "model_check", "write_adapter_record", "sample_shard", "sample_shard_with", "shard_posterior", "ovr_dataset",
+           "collect", "STATE_DIMS"]
 
 STATE_DIMS = ("state_channel", "state_y", "state_x")
 
@@ -83,7 +84,11 @@ def model_check(spec: dict, experiment: str, output) -> None:
         check_sources({"experiments": {experiment: spec}})
         log.info("%s at revision %s, commit %s", spec["model"]["hub"], spec["model"]["revision"],
                  (read_record(spec) or {}).get("commit"))
-    model = load_adapter(spec, None, device())
+    write_adapter_record(load_adapter(spec, None, device()), spec, output)
+
+
+def write_adapter_record(model, spec: dict, output) -> None:
+    """``model_check`` with the model already loaded: check ``model`` (its adapter) and write adapter.json."""
     record = adapter_record(spec, model)
     log.info("sampled as its pipeline samples: %s grid (steps_offset %d), x0 clipping %s", model.timestep_spacing,
              model.steps_offset, record["describe"]["clipping"])
@@ -118,16 +123,24 @@ def tracked_conditions(spec: dict, names: list[str]) -> list[int]:
     return [class_index(ref, names, f"sampling.targets[{j}]") for j, ref in enumerate(s["targets"])]
 
 
-def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) -> None:
+def sample_shard(spec: dict, experiment: str, model_path, shard: int, output, progress: bool = True) -> None:
     """Sample one shard of trajectories with the per-step Bayes increments (rule ddpm_sample).
 
     Full tracking writes ``increment`` (traj, step, class) and the Gram matrices of the Rao-Blackwell estimate; with
     guidance also ``model_increment``, the unguided model's; one-vs-rest tracking writes ``ovr_increment``
     (traj, step), with ``class`` the tracked targets.
     """
-    s = spec["sampling"]
     dev = device()
-    model = checked_adapter(spec, model_path, dev)
+    sample_shard_with(checked_adapter(spec, model_path, dev), spec, experiment, shard, output, dev, progress)
+
+
+def sample_shard_with(model, spec: dict, experiment: str, shard: int, output, dev=None,
+                      progress: bool = True) -> None:
+    """``sample_shard`` with a model already loaded: ``model``, an adapter (``seminfo.models.Adapter``) on ``dev``
+    (default: its parameters' device, else ``device()``); ``progress``: the sampler's progress bar."""
+    s = spec["sampling"]
+    if dev is None:
+        dev = next((p.device for p in model.parameters()), device())
     K, names = model.num_conditions, list(model.condition_names)
     chain = model_chain(model, s)
     guidance, tracking = guidance_from_spec(s), s.get("tracking", "full")
@@ -146,7 +159,7 @@ def sample_shard(spec: dict, experiment: str, model_path, shard: int, output) ->
     stats = {}
     out = sample_trajectories(model, chain, targets[slots[idx]], idx, s["seed"], eval_batch=s["batch_size"],
                               examples=members[idx] < s["examples_per_class"], n_snapshots=s["snapshots"],
-                              device=dev, prune_log_threshold=s.get("prune_log_threshold"),
+                              device=dev, progress=progress, prune_log_threshold=s.get("prune_log_threshold"),
                               precision=s.get("precision", "fp32"), compile=s.get("compile", False),
                               guidance=guidance, tracking=tracking, stats=stats)
     log.info("%d network evaluations (%.1f %% of the exact plan) in %.1f s, %.0f %% of it in the network",

@@ -4,7 +4,8 @@ import os
 import re
 import sys
 
-from seminfo.config import STUDY_SECTIONS, ConfigError, experiment_hash, load_schema, validate_config
+from seminfo import plan
+from seminfo.config import ConfigError, experiment_hash, load_schema, validate_config
 from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
 from seminfo.models.hub import hub_downloads, is_hub, record_path
 from seminfo.precision import check_own_precision
@@ -46,18 +47,18 @@ def spec(experiment):
 
 
 def core_spec(experiment):
-    """What sampling depends on: changing analysis or plotting options must not resample."""
-    return {k: v for k, v in spec(experiment).items() if k not in ("analysis", "plots") + STUDY_SECTIONS}
+    """What sampling depends on: changing analysis or plotting options must not resample (seminfo.plan)."""
+    return plan.core_spec(spec(experiment))
 
 
 def train_spec(experiment):
-    """What training depends on: changing sampling options must not retrain."""
-    return {k: spec(experiment)[k] for k in ("kind", "data", "model", "schedule", "train")}
+    """What training depends on: changing sampling options must not retrain (seminfo.plan)."""
+    return plan.train_spec(spec(experiment))
 
 
 def analysis_spec(experiment):
-    """What the posterior and aggregation stages depend on (plotting options excluded)."""
-    return {k: v for k, v in spec(experiment).items() if k not in ("plots",) + STUDY_SECTIONS}
+    """What the posterior and aggregation stages depend on, plotting options excluded (seminfo.plan)."""
+    return plan.analysis_spec(spec(experiment))
 
 
 def experiments_of(kind):
@@ -122,13 +123,7 @@ def model_folder_files(w):
 
 def figures(experiment):
     """The figure files of one experiment (which ones apply depends on its kind and partitions)."""
-    s = spec(experiment)
-    names = ["entropy", "entropy_rate", "rate_heatmap", "examples"]
-    if s.get("partitions"):
-        names.append("partitions")
-    if s["kind"] == "ddpm":
-        names += ["filmstrip", "samples"]
-    return [f"{RESULTS}/{experiment}/figures/{name}.png" for name in names]
+    return [f"{RESULTS}/{experiment}/figures/{name}.png" for name in plan.figure_names(spec(experiment))]
 
 
 def all_targets():

@@ -1,37 +1,25 @@
 # Helpers of the study rules (extras.smk): their options, inputs and targets.
-from seminfo.decisions import DEFAULTS as DECISION_DEFAULTS
-from seminfo.studies import section_options
 
 STUDY_SCHEMA = load_schema(SCHEMA)
 
 
 def study_options(experiment, section):
     """An optional study section of an experiment with its schema defaults (also when the section is absent)."""
-    s = spec(experiment)
-    definition = f"{section}_{s['kind']}" if section in ("immse", "convergence") else section
-    return section_options(s.get(section), STUDY_SCHEMA, definition)
+    return plan.study_options(spec(experiment), section, STUDY_SCHEMA)
 
 
 def decision_options(experiment):
-    return {k: spec(experiment)["analysis"].get(k, v) for k, v in DECISION_DEFAULTS.items()}
+    return plan.decision_options(spec(experiment))
 
 
 def immse_skipped(name):
-    """Why an experiment's I-MMSE study (on by default) cannot run, or None: a network without a null condition has
-    no I-MMSE estimate, and a guided pretrained model has no draws of its p(x0 | c) (its samples are guided)."""
-    s = spec(name)
-    if s["kind"] == "gmm":
-        return None
-    if not has_null_condition(s):
-        return "the model has no null (unconditional) condition"
-    if is_pretrained(s) and s["sampling"].get("guidance"):
-        return "its x0 would be the model's generated samples, which sampling.guidance makes guided samples"
-    return None
+    """Why an experiment's I-MMSE study (on by default) cannot run, or None (seminfo.plan.immse_skipped)."""
+    return plan.immse_skipped(spec(name))
 
 
 def immse_experiments():
     """Experiments whose immse study is on and can run (``immse_skipped``)."""
-    return [name for name in EXPERIMENTS if study_options(name, "immse")["enable"] and immse_skipped(name) is None]
+    return [name for name in EXPERIMENTS if plan.immse_runs(spec(name), STUDY_SCHEMA)]
 
 
 for _name in config.get("run", EXPERIMENTS):

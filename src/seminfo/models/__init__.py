@@ -9,6 +9,7 @@
 - ``python``: a sigma-parameterised denoiser D(x; sigma, label) from a user's entry point (``sigma_denoiser``), or
   with ``model.prediction: velocity`` a velocity network v(x, t, y) of a Gaussian path (``velocity``)
 - ``sd3``: a Stable Diffusion 3 folder (flow matching), conditions a list of prompts (``sd3``)
+- ``memory``: an adapter object handed to ``seminfo.measure`` (``memory``; not in a config file)
 
 A pretrained source is loaded from a local folder only (``from_pretrained(…, local_files_only=True)``).
 ``check_sources`` checks every pretrained experiment's folder from its JSON files when the workflow is parsed, so a
@@ -28,7 +29,7 @@ __all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "SOURCES", "
            "is_pretrained", "load_adapter", "inspect_source", "check_sources", "has_null_condition",
            "source_schedule", "adapter_record", "FolderError"]
 
-PRETRAINED = ("diffusers", "dit", "stable_diffusion", "python", "sd3")
+PRETRAINED = ("diffusers", "dit", "stable_diffusion", "python", "sd3", "memory")
 SOURCES = ("own",) + PRETRAINED
 
 
@@ -42,10 +43,10 @@ def is_pretrained(spec: dict) -> bool:
 
 
 def _module(source: str):
-    from . import diffusers_unet, dit, sd3, sigma_denoiser, stable_diffusion
+    from . import diffusers_unet, dit, memory, sd3, sigma_denoiser, stable_diffusion
 
     modules = {"diffusers": diffusers_unet, "dit": dit, "stable_diffusion": stable_diffusion,
-               "python": sigma_denoiser, "sd3": sd3}
+               "python": sigma_denoiser, "sd3": sd3, "memory": memory}
     if source not in modules:
         raise ValueError(f"unknown model source {source!r} (expected one of {SOURCES})")
     return modules[source]

@@ -97,11 +97,12 @@ def _network_data(spec: dict, summary_hash: str, samples):
 
 
 def immse_stage(spec: dict, experiment: str, summary, output, options: dict, model_path=None, figure=None,
-                dpi: int = 150, samples=None) -> None:
+                dpi: int = 150, samples=None, model=None) -> None:
     """I(c; x_t) by the I-MMSE identity on the experiment's time grid, with its discrepancy to summary.nc.
 
     Network models: ``model_path`` is the checkpoint (own) or adapter.json (pretrained); a pretrained model has no
     data set, so x_0 are its own generated samples (``samples``: samples.nc), and it needs a null condition.
+    ``model``: the adapter already loaded (then ``model_path`` is not read).
     """
     s = open_checked(summary, experiment_hash(spec), required=("prior", "log_snr"))
     skipped = comparison_skipped(spec, s)
@@ -127,8 +128,8 @@ def immse_stage(spec: dict, experiment: str, summary, output, options: dict, mod
         from ..models import load_adapter
         from ..network_stages import class_prior, device
 
-        dev = device()
-        model = load_adapter(spec, model_path, dev)
+        dev = device() if model is None else next((p.device for p in model.parameters()), device())
+        model = load_adapter(spec, model_path, dev) if model is None else model
         # the model's prior over all its conditions (one-vs-rest may track a subset of them)
         prior = class_prior(spec["sampling"], model.num_conditions)
         K = prior.size
