@@ -35,8 +35,8 @@ from .stages import class_layout, concat_shards, model_posterior_variables, reso
 log = logging.getLogger(__name__)
 
 __all__ = ["device", "class_prior", "shard_indices", "decode_states", "checked_adapter", "tracked_conditions",
-           "model_check", "write_adapter_record", "sample_shard", "sample_shard_with", "shard_posterior", "ovr_dataset",
-           "collect", "STATE_DIMS"]
+           "model_check", "write_adapter_record", "sample_shard", "sample_shard_with", "shard_posterior",
+           "ovr_dataset", "collect", "STATE_DIMS"]
 
 STATE_DIMS = ("state_channel", "state_y", "state_x")
 
