@@ -13,9 +13,9 @@ over the grid with that time's standard error (a maximum over many grid times of
 SE), the largest per-class deficit H_exact,k - H_k with its SE, and the largest per-class excess H_k - H_exact,k. One
 JSON line per S.
 
-``--path linear`` or ``gvp``: the chain of a Gaussian path (``seminfo.gaussian_path``) on its grid uniform in path time
-(the grid of the python source's velocity networks; the rectified-flow grid uniform in sigma has the same alpha_bar as
-linear), in VP units, instead of the experiment's DDPM schedule; ``max_at_time`` is then a grid index. The kernel is
+``--path linear`` or ``gvp``: the chain of a Gaussian path (``seminfo.chain.gaussian_path``) on its grid uniform in path
+time (the grid of the python source's velocity networks; the rectified-flow grid uniform in sigma has the same alpha_bar
+as linear), in VP units, instead of the experiment's DDPM schedule; ``max_at_time`` is then a grid index. The kernel is
 still gmm's DDPM kernel with the exact eps (an implementation independent of the velocity code), on the same grid
 except that its noisiest point lies 1e-6 in path time short of pure noise (alpha_bar about 1e-12 instead of 0, where
 the eps form of the DDPM mean is undefined).
@@ -33,9 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def deficit(mix, schedule, steps: int, per_class: int, seed: int) -> dict:
-    from seminfo import gmm
-    from seminfo.diffusion import reverse_chain
-    from seminfo.posterior import entropy_bits, online_log_posterior
+    from seminfo.chain.diffusion import reverse_chain
+    from seminfo.chain.posterior import entropy_bits, online_log_posterior
+    from seminfo.mixtures import gmm
 
     chain = reverse_chain(schedule, steps, "small")
     labels = np.repeat(np.arange(mix.K), per_class)
@@ -61,7 +61,7 @@ def deficit(mix, schedule, steps: int, per_class: int, seed: int) -> dict:
 
 
 def _path_schedule(kind: str, steps: int):
-    from seminfo.gaussian_path import PATHS, path_schedule, uniform_path_times
+    from seminfo.chain.gaussian_path import PATHS, path_schedule, uniform_path_times
 
     path = PATHS[kind]
     times = uniform_path_times(path, steps)
@@ -70,8 +70,9 @@ def _path_schedule(kind: str, steps: int):
 
 
 def main(argv=None) -> list[dict]:
+    from seminfo.chain.schedules import schedule_from_spec
     from seminfo.config import load_config
-    from seminfo.stages import mixture_from_spec, schedule_from_spec
+    from seminfo.stages.shared import mixture_from_spec
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--experiment", default="gmm_asymmetric")

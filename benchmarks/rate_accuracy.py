@@ -26,7 +26,7 @@ MIXTURES = ("gmm_symmetric", "gmm_asymmetric", "gmm_hierarchical", "gmm_highdim"
 
 def sample(spec: dict, name: str, folder: Path) -> xr.Dataset:
     """The experiment's per-trajectory posterior dataset (rules gmm_sample and gmm_posterior)."""
-    from seminfo import stages
+    from seminfo.stages import shared as stages
 
     stages.gmm_sample(spec, name, folder / "sample.nc")
     stages.gmm_posterior(spec, name, folder / "sample.nc", folder / "posterior.nc")
@@ -44,9 +44,9 @@ def accuracy(summary: xr.Dataset, variable: str) -> dict:
 
 
 def main(argv=None) -> list[dict]:
+    from seminfo.analysis.summary import build_summary
     from seminfo.config import load_config
-    from seminfo.stages import gmm_exact_curves
-    from seminfo.summary import build_summary
+    from seminfo.stages.shared import gmm_exact_curves
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--smoothing", type=float, nargs="+", default=[0, 1, 2, 4])

@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 import seminfo
+from seminfo.chain.schedules import make_schedule
 from seminfo.models import NetworkAdapter
-from seminfo.schedules import make_schedule
 
 CLASSES = ("circle", "square", "cross")
 SHAPE = (1, 8, 8)

@@ -23,9 +23,9 @@ def tiny_class_unet(class_scale: float = 1.0):
     ``class_scale`` > 1 scales the class embeddings up, so that trajectories separate the classes."""
     import torch
 
+    from seminfo.chain.schedules import make_schedule
     from seminfo.ddpm.model import ClassConditionalUNet
     from seminfo.models import NetworkAdapter
-    from seminfo.schedules import make_schedule
 
     torch.manual_seed(0)
     arch = {"block_out_channels": [8, 16], "layers_per_block": 1, "attention_resolutions": [], "mid_attention": False,

@@ -17,15 +17,15 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import yaml  # noqa: E402
 
-from seminfo import gmm  # noqa: E402
+from seminfo.chain.diffusion import learned_range_log_variance, reverse_chain, step_coefficients  # noqa: E402
+from seminfo.chain.noise import normal  # noqa: E402
+from seminfo.chain.posterior import entropy_bits, online_log_posterior  # noqa: E402
+from seminfo.chain.sampler import sample_trajectories  # noqa: E402
+from seminfo.chain.schedules import karras_sigmas, sigma_schedule  # noqa: E402
 from seminfo.config import ConfigError, validate_config  # noqa: E402
-from seminfo.diffusion import learned_range_log_variance, reverse_chain, step_coefficients  # noqa: E402
 from seminfo.io import InputError  # noqa: E402
+from seminfo.mixtures import gmm  # noqa: E402
 from seminfo.models import check_sources, load_adapter  # noqa: E402
-from seminfo.noise import normal  # noqa: E402
-from seminfo.posterior import entropy_bits, online_log_posterior  # noqa: E402
-from seminfo.sampler import sample_trajectories  # noqa: E402
-from seminfo.schedules import karras_sigmas, sigma_schedule  # noqa: E402
 
 from conftest import REPO  # noqa: E402
 from twins import diffusers_twin, dit_twin, gauss_twin, sd_twin  # noqa: E402
@@ -154,7 +154,7 @@ def test_learned_range_variance_equals_the_schedulers(folders, noise):
 @pytest.mark.parametrize("which", ["v_prediction", "dit"])
 def test_sampler_reproduces_the_scheduler_loop_with_the_same_noise(folders, noise, which):
     """A whole trajectory: the sampler's final states equal DDPMScheduler.step iterated from the same x_T with the
-    same per-step noise (seminfo.noise), for a v-prediction UNet and for DiT's learned variance."""
+    same per-step noise (seminfo.chain.noise), for a v-prediction UNet and for DiT's learned variance."""
     spec = dit_spec(folders["dit"]) if which == "dit" else spec_of("diffusers", folders[which])
     adapter = load_adapter(spec, None, "cpu")
     chain = reverse_chain(adapter.schedule, 6, "small")
@@ -369,7 +369,7 @@ def test_pretrained_source_takes_no_training_sections(schema):
 
 
 def test_corrupt_weights_stop_model_check_and_leave_nothing(folders, tmp_path):
-    from seminfo.network_stages import model_check
+    from seminfo.stages.network import model_check
 
     broken = tmp_path / "u"
     shutil.copytree(folders["v_prediction"], broken)
@@ -393,7 +393,7 @@ def test_adapter_configs_validate(schema):
 def test_immse_denoiser_difference_is_sqrt_gamma_times_the_schedulers_x0_difference(folders, which):
     """The I-MMSE integrand of a pretrained model: f(x, t, c) - f(x, t, ∅) = sqrt(gamma_t) (x̂_0(x, c) - x̂_0(x, ∅)),
     with x̂_0 the scheduler's own pred_original_sample (v prediction; DiT's eps channels of a learned-range output)."""
-    from seminfo.studies.immse_stage import _denoiser_difference_fn
+    from seminfo.stages.immse import _denoiser_difference_fn
 
     spec = dit_spec(folders["dit"]) if which == "dit" else spec_of("diffusers", folders[which], null_label=3)
     adapter = load_adapter(spec, None, "cpu")

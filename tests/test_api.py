@@ -84,7 +84,7 @@ def test_run_save_has_workflow_layout(mixture_runs, tmp_path):
 
 
 def test_mixture_object_gives_the_same_spec():
-    from seminfo.gmm import Mixture
+    from seminfo.mixtures.gmm import Mixture
 
     mix = Mixture(MIXTURE["weights"], MIXTURE["means"], MIXTURE["stds"])
     from_object = seminfo.experiment_spec(mix, steps=12, trajectories_per_class=6)
@@ -94,8 +94,8 @@ def test_mixture_object_gives_the_same_spec():
 
 
 def test_highdim_mixture_object_round_trips():
-    from seminfo.highdim import IsotropicMixture
-    from seminfo.stages import mixture_from_spec
+    from seminfo.mixtures.highdim import IsotropicMixture
+    from seminfo.stages.shared import mixture_from_spec
 
     mix = IsotropicMixture([0.5, 0.5], [[1.0, 0.0, 2.0], [-1.0, 0.5, 0.0]], [0.4, 0.6])
     spec = seminfo.experiment_spec(mix, steps=10, trajectories_per_class=3)

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from seminfo import bootstrap, gmm
-from seminfo import decisions as dec
-from seminfo.diffusion import reverse_chain
-from seminfo.posterior import entropy_bits, online_log_posterior, partition_log_posterior
-from seminfo.schedules import make_schedule
-from seminfo.summary import build_summary, entropy_rate, partition_weights, smoothing_bias
+from seminfo.analysis import bootstrap
+from seminfo.analysis import decisions as dec
+from seminfo.analysis.summary import build_summary, entropy_rate, partition_weights, smoothing_bias
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.posterior import entropy_bits, online_log_posterior, partition_log_posterior
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
 
 CURVES = ("entropy", "entropy_rate", "entropy_marginal", "mutual_information", "entropy_marginal_rate",
           "partition_entropy", "partition_entropy_rate")
@@ -210,7 +211,7 @@ def test_ddpm_collect_carries_the_rao_blackwellised_curves(tmp_path):
     """trajectories.nc, which the decisions study reads for DDPMs, keeps entropy_rb of the shards when present."""
     from seminfo.config import experiment_hash
     from seminfo.io import write_netcdf
-    from seminfo.network_stages import collect
+    from seminfo.stages.network import collect
 
     spec = {"kind": "ddpm", "sampling": {"steps": 3}}
     attrs = {"config_hash": experiment_hash(spec)}
@@ -261,8 +262,8 @@ def test_drawn_rate_bands_cover_the_true_rate_on_the_default_mixtures(name, floo
     covers 0.89 (gmm_asymmetric) and 0.81 (gmm_highdim)."""
     from conftest import REPO, SCHEMA
 
-    from seminfo import stages
     from seminfo.config import load_config
+    from seminfo.stages import shared as stages
 
     spec = load_config(REPO / "config.yaml", SCHEMA)["experiments"][name]
     stages.gmm_sample(spec, name, tmp_path / "sample.nc")

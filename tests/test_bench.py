@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from seminfo import bench
-from seminfo.sampler import sample_trajectories
-from seminfo.diffusion import reverse_chain
-from seminfo.posterior import entropy_bits, online_log_posterior
-from seminfo.schedules import make_schedule
+from seminfo.bench import core as bench
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.posterior import entropy_bits, online_log_posterior
+from seminfo.chain.sampler import sample_trajectories
+from seminfo.chain.schedules import make_schedule
 
 KEYS = {"evals_per_s", "naive_evals_per_s", "speedup_vs_naive", "model_fraction", "matmul_peak_gflops",
         "achieved_gflops", "fraction_of_peak", "entropy_max_abs_diff_bits", "peak_rss_mb", "device"}
@@ -76,7 +76,7 @@ def test_parts_choose_the_timed_loops():
 def test_published_size_networks_speak_the_samplers_protocol(name):
     """Each stand-in network maps (x, t, label) with labels 0 … K (K the null condition) to an output of the state's
     shape; built on the meta device (shapes only, no memory)."""
-    from seminfo.bench_networks import build_network
+    from seminfo.bench.networks import build_network
 
     net = build_network(name, 3, "meta")
     x = torch.zeros((2, *net.image_shape), device="meta")

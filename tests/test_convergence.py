@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from seminfo import convergence as conv
-from seminfo import gmm, plotting, studies
-from seminfo import diffusion
-from seminfo.diffusion import ddim_chain, ddim_mean, ddim_sigma, ddpm_mean, mean_coefficients, reverse_chain
-from seminfo.posterior import entropy_bits, online_log_posterior
-from seminfo.schedules import make_schedule
+from seminfo import plotting
+from seminfo.analysis import convergence as conv
+from seminfo.chain import diffusion
+from seminfo.chain.diffusion import ddim_chain, ddim_mean, ddim_sigma, ddpm_mean, mean_coefficients, reverse_chain
+from seminfo.chain.posterior import entropy_bits, online_log_posterior
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
+from seminfo.stages.convergence import convergence_stage
 
 SCHED = make_schedule("linear", 1000)
 HIER = gmm.Mixture([0.25] * 4, [-1.6, -1.0, 1.0, 1.6], [0.12] * 4)
@@ -118,7 +120,7 @@ def test_convergence_stage_and_figure(tmp_path):
                                                                   "trajectories_per_class": 10}}
     options = {"steps": [10, 25, 100, 250], "samplers": ["ddpm_small", "ddim"], "eta": 0.5,
                "trajectories_per_class": 30, "seed": 0}
-    studies.convergence_stage(spec, "tiny", tmp_path / "convergence.nc", options, figure=tmp_path / "c.png", dpi=50)
+    convergence_stage(spec, "tiny", tmp_path / "convergence.nc", options, figure=tmp_path / "c.png", dpi=50)
     assert (tmp_path / "c.png").stat().st_size > 1000
     ds = xr.open_dataset(tmp_path / "convergence.nc").load()
     assert ds["steps"].values.tolist() == [10, 25, 100]  # 250 > T is dropped
@@ -151,7 +153,7 @@ def test_convergence_stage_and_figure(tmp_path):
 def test_paired_difference_uses_the_pairs():
     """Two runs that share their randomness differ by much less than two independent means would: the standard error
     of the paired differences is that of the differences themselves (and 0 for a run against itself)."""
-    from seminfo.network_convergence import paired_difference
+    from seminfo.stages.network_convergence import paired_difference
 
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 200)

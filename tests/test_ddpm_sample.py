@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from seminfo import gmm
-from seminfo.sampler import sample_trajectories, snapshot_indices
+from seminfo.chain.diffusion import ddim_chain, reverse_chain
+from seminfo.chain.posterior import entropy_bits, online_log_posterior
+from seminfo.chain.sampler import sample_trajectories, snapshot_indices
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
 from seminfo.models import NetworkAdapter
-from seminfo.diffusion import ddim_chain, reverse_chain
-from seminfo.posterior import entropy_bits, online_log_posterior
-from seminfo.schedules import make_schedule
 
 MIX = gmm.Mixture([1 / 3] * 3, [-1.0, 0.3, 1.2], [0.5, 0.3, 0.2])
 

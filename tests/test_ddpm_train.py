@@ -4,11 +4,11 @@ import torch
 from safetensors.torch import load_file
 
 import seminfo.ddpm.train as train_mod
+from seminfo.chain.schedules import make_schedule
 from seminfo.ddpm.checkpoint import CheckpointError, load_latest_training_state, load_model
 from seminfo.ddpm.data import load_images
 from seminfo.ddpm.model import ClassConditionalUNet, resolve_arch
 from seminfo.ddpm.train import TrainingDiverged, learning_rate, q_sample, resolve_train_cfg, train
-from seminfo.schedules import make_schedule
 
 ARCH = resolve_arch({"preset": "digits", "block_out_channels": [16, 32], "layers_per_block": 1, "norm_num_groups": 8})
 SCHEDULE = make_schedule("linear", 1000)

@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from seminfo import decisions as dec
-from seminfo import plotting, speciation, stages, studies
+from seminfo import plotting
+from seminfo.analysis import decisions as dec
+from seminfo.analysis import speciation
+from seminfo.analysis.summary import entropy_rate
+from seminfo.chain.schedules import schedule_from_spec
 from seminfo.config import experiment_hash
 from seminfo.io import InputError, write_netcdf
-from seminfo.summary import entropy_rate
+from seminfo.stages import shared as stages
+from seminfo.stages.decisions import decisions_stage, replay_gmm_posterior
 
 TIMES = np.array([0, 10, 20, 30, 40, 50])
 
@@ -102,27 +106,27 @@ def test_replay_matches_the_full_posterior(tiny_run):
     """The gmm stage regenerates the trajectories; its decision times equal those from the full posterior."""
     with xr.open_dataset(tiny_run / "paths.nc") as paths, xr.open_dataset(tiny_run / "posterior.nc") as stored:
         paths, stored = paths.load(), stored.load()
-    from seminfo import gmm
-    from seminfo.posterior import online_log_posterior
+    from seminfo.chain.posterior import online_log_posterior
+    from seminfo.mixtures import gmm
 
     mix = stages.mixture_from_spec(TINY)
-    chain = gmm.sampler_chain(stages.schedule_from_spec(TINY), TINY["sampling"])
+    chain = gmm.sampler_chain(schedule_from_spec(TINY), TINY["sampling"])
     log_post = online_log_posterior(paths["log_posterior_init"].values,
                                     gmm.path_log_likelihoods(mix, chain, paths["x"].values, "exact", 0))
     expected = dec.decision_times(np.exp(log_post), chain.times, 0.9)
-    got = studies.replay_gmm_posterior(TINY, stored, 0.9, chunk=7)
+    got = replay_gmm_posterior(TINY, stored, 0.9, chunk=7)
     np.testing.assert_array_equal(got[0], expected[0])
     np.testing.assert_array_equal(got[1], expected[1])
     broken = stored.copy(deep=True)
     broken["entropy"][3, 5] += 0.01
     with pytest.raises(InputError, match="do not reproduce"):
-        studies.replay_gmm_posterior(TINY, broken, 0.9)
+        replay_gmm_posterior(TINY, broken, 0.9)
 
 
 def test_decisions_stage_and_figure(tiny_run):
     out = tiny_run / "decisions.nc"
     options = dict(dec.DEFAULTS, bootstrap_resamples=200)
-    studies.decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc", out, options,
+    decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc", out, options,
                             figure=tiny_run / "figures" / "decisions.png", dpi=50)
     assert (tiny_run / "figures" / "decisions.png").stat().st_size > 1000
     ds = xr.open_dataset(out).load()
@@ -152,7 +156,7 @@ def test_decisions_stage_and_figure(tiny_run):
     lam = speciation.mixture_variance(stages.mixture_from_spec(TINY))
     assert ds.attrs["speciation_eigenvalue"] == pytest.approx(lam)
     assert ds.attrs["speciation_time"] == pytest.approx(
-        speciation.ou_time_to_step(stages.schedule_from_spec(TINY).alpha_bar, 0.5 * np.log(lam)))
+        speciation.ou_time_to_step(schedule_from_spec(TINY).alpha_bar, 0.5 * np.log(lam)))
     fig = plotting.plot_decisions(ds)
     ax = fig.axes[0]
     assert {c.get_gid() for c in ax.collections} >= {"median", "peak", "peak:exact", "partition_peak"}
@@ -174,7 +178,7 @@ def test_decisions_take_the_peaks_from_the_rao_blackwellised_curves(tiny_run):
     rb = 1 / (1 + np.exp(-(times[None, :] - centre[:, None]) / 4.0))
     stored.assign(entropy_rb=(("traj", "time"), rb)).to_netcdf(tiny_run / "posterior_rb.nc")
     out = tiny_run / "decisions_rb.nc"
-    studies.decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior_rb.nc", out,
+    decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior_rb.nc", out,
                             dict(dec.DEFAULTS, bootstrap_resamples=100))
     ds = xr.open_dataset(out).load()
     np.testing.assert_array_equal(ds["entropy_rate_peak_time"], [20, 50, 80])
@@ -188,7 +192,7 @@ def test_decisions_stage_refuses_another_configuration(tiny_run):
     other = copy.deepcopy(TINY)
     other["sampling"]["seed"] = 5
     with pytest.raises(InputError, match="another configuration"):
-        studies.decisions_stage(other, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc",
+        decisions_stage(other, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc",
                                 tiny_run / "other.nc", dec.DEFAULTS)
 
 
@@ -208,7 +212,7 @@ def test_ddpm_decisions_from_trajectories_file(tmp_path):
     write_netcdf(xr.Dataset({"entropy_rate": (("class", "time"), rate), "prior": ("class", [0.5, 0.5])},
                             coords=coords, attrs=attrs), tmp_path / "summary.nc")
     out = tmp_path / "decisions.nc"
-    studies.decisions_stage(spec, "d", tmp_path / "summary.nc", tmp_path / "trajectories.nc", out,
+    decisions_stage(spec, "d", tmp_path / "summary.nc", tmp_path / "trajectories.nc", out,
                             dict(dec.DEFAULTS, bootstrap_resamples=100))
     ds = xr.open_dataset(out).load()
     np.testing.assert_array_equal(ds["decision_time"], [10, 0, 20, np.nan])
@@ -223,7 +227,7 @@ def test_summarize_merges_the_per_class_statistics(tiny_run):
     """summary.nc = the profiles + the per-class decision statistics (NaN kept for an undecided class); a study
     file whose classes differ from the profiles' is refused."""
     out = tiny_run / "decisions_for_summary.nc"
-    studies.decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc", out,
+    decisions_stage(TINY, "tiny", tiny_run / "summary.nc", tiny_run / "posterior.nc", out,
                             dict(dec.DEFAULTS, bootstrap_resamples=50))
     with xr.open_dataset(out) as d:
         d = d.load()

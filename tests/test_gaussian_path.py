@@ -11,17 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from seminfo import gmm
-from seminfo.diffusion import ReverseChain, reverse_chain, step_coefficients, x0_coefficients, x0_mean_coefficients
-from seminfo.gaussian_path import (PATHS, flow_match_sigmas, path_alpha_bar, path_scale, path_schedule,
-                                   uniform_path_times)
-from seminfo.posterior import entropy_bits, online_log_posterior
-from seminfo.sampler import sample_trajectories
+from seminfo.chain.diffusion import (ReverseChain, reverse_chain, step_coefficients, x0_coefficients,
+                                    x0_mean_coefficients)
+from seminfo.chain.gaussian_path import (PATHS, flow_match_sigmas, path_alpha_bar, path_scale, path_schedule,
+                                         uniform_path_times)
+from seminfo.chain.posterior import entropy_bits, online_log_posterior
+from seminfo.chain.sampler import sample_trajectories
+from seminfo.mixtures import gmm
 
 from conftest import REPO
 from twins import velocity_twin
 
-# Each path written out independently of seminfo.gaussian_path: (alpha, sigma, d alpha / d tau, d sigma / d tau).
+# Each path written out independently of seminfo.chain.gaussian_path: (alpha, sigma, d alpha / d tau, d sigma / d tau).
 H = math.pi / 2
 DEFINITIONS = {
     "rectified_flow": lambda s: (1 - s, s, -1.0, 1.0),  # diffusers: x = (1 - s) x0 + s eps, v = eps - x0
@@ -249,7 +250,7 @@ def test_chain_samples_agree_with_the_euler_ode_sampler(tmp_path):
     0.1 % critical value), while the chain's samples are not the ODE's (they differ path by path)."""
     from scipy.stats import ks_2samp
 
-    from seminfo.noise import normal
+    from seminfo.chain.noise import normal
 
     steps, per = 100, 400
     adapter = _adapter(tmp_path, "linear", steps)
@@ -272,7 +273,7 @@ def test_chain_samples_agree_with_the_euler_ode_sampler(tmp_path):
 
 def test_immse_grid_of_a_chain_from_pure_noise_has_finite_log_snr():
     """A path grid ends at alpha_bar = 0 (log SNR -inf): the I-MMSE study's steps stop one short of it."""
-    from seminfo.immse import snr, step_grid
+    from seminfo.analysis.immse import snr, step_grid
 
     schedule = path_schedule(PATHS["linear"], uniform_path_times(PATHS["linear"], 20))
     steps = step_grid(schedule.alpha_bar, 6)
@@ -280,9 +281,9 @@ def test_immse_grid_of_a_chain_from_pure_noise_has_finite_log_snr():
 
 
 def test_precision_gate_runs_on_a_velocity_chain():
-    """The reduced-precision bound (``seminfo.precision``) on the rectified-flow chain of an SD3-size latent: finite and
-    refused for bf16, as for the other sources."""
-    from seminfo.precision import precision_gate
+    """The reduced-precision bound (``seminfo.chain.precision``) on the rectified-flow chain of an SD3-size latent:
+    finite and refused for bf16, as for the other sources."""
+    from seminfo.chain.precision import precision_gate
 
     _, chain = _sd3_chain(50)
     gate = precision_gate("bf16", chain, 4, 16 * 128 * 128, "sd3_medium", "velocity_rectified_flow")

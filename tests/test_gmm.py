@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from seminfo import gmm
-from seminfo.diffusion import reverse_chain
-from seminfo.posterior import entropy_bits, online_log_posterior, partition_log_posterior
-from seminfo.schedules import make_schedule
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.posterior import entropy_bits, online_log_posterior, partition_log_posterior
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
 
 # Unequal weights and widths. Components overlap at t = 0, so the entropy is not dominated by rare events
 # there (with near-disjoint components the per-trajectory entropy is heavy-tailed and its sample standard

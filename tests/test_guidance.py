@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 from test_ddpm_sample import ExactMixtureEps
 
-from seminfo import gmm
-from seminfo.diffusion import reverse_chain
-from seminfo.guidance import Guidance
-from seminfo.one_vs_rest import clipped_posterior, half_prior_posterior, ovr_log_posterior
-from seminfo.posterior import online_log_posterior
-from seminfo.sampler import sample_trajectories
-from seminfo.schedules import make_schedule
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.guidance import Guidance
+from seminfo.chain.one_vs_rest import clipped_posterior, half_prior_posterior, ovr_log_posterior
+from seminfo.chain.posterior import online_log_posterior
+from seminfo.chain.sampler import sample_trajectories
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
 
 MIX = gmm.Mixture([0.5, 0.3, 0.2], [-1.0, 0.3, 1.2], [0.5, 0.3, 0.2])
 SCHED = make_schedule("linear", 1000)

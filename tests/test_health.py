@@ -13,10 +13,10 @@ from types import SimpleNamespace  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from seminfo import health  # noqa: E402
+from seminfo.analysis import health  # noqa: E402
+from seminfo.chain.posterior import entropy_bits, online_log_posterior  # noqa: E402
+from seminfo.chain.sampler import model_chain, sample_trajectories  # noqa: E402
 from seminfo.models import load_adapter  # noqa: E402
-from seminfo.posterior import entropy_bits, online_log_posterior  # noqa: E402
-from seminfo.sampler import model_chain, sample_trajectories  # noqa: E402
 
 from twins import diffusers_twin, gauss_twin  # noqa: E402
 
@@ -101,8 +101,8 @@ def test_a_warning_goes_to_the_jobs_log_and_to_the_console(tmp_path, capfd, monk
     smk = SimpleNamespace(log=[str(log_file)], rule="health", threads=1, wildcards={"experiment": "e"})
 
     def stage():
-        logging.getLogger("seminfo.health_stage").info("state_range passed")
-        logging.getLogger("seminfo.health_stage").warning("e: health check first_step failed: try more steps")
+        logging.getLogger("seminfo.stages.health").info("state_range passed")
+        logging.getLogger("seminfo.stages.health").warning("e: health check first_step failed: try more steps")
         logging.getLogger("matplotlib").warning("a font was not found")
 
     run(smk, stage)
@@ -112,4 +112,4 @@ def test_a_warning_goes_to_the_jobs_log_and_to_the_console(tmp_path, capfd, monk
     assert "seminfo (health) warning: e: health check first_step failed: try more steps" in err
     assert "state_range passed" not in err and "font" not in err
     text = log_file.read_text()
-    assert "WARNING seminfo.health_stage: e: health check first_step failed" in text and "state_range passed" in text
+    assert "WARNING seminfo.stages.health: e: health check first_step failed" in text and "state_range passed" in text

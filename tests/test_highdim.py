@@ -1,14 +1,16 @@
-"""d-dimensional isotropic Gaussian mixtures (seminfo.highdim) against direct d-dimensional formulas, the 1-D module
-and the exact curves (issue 13, acceptance 3)."""
+"""d-dimensional isotropic Gaussian mixtures (seminfo.mixtures.highdim) against direct d-dimensional formulas, the 1-D
+module and the exact curves (issue 13, acceptance 3)."""
 
 import numpy as np
 import pytest
 
-from seminfo import gmm, highdim, speciation
-from seminfo.diffusion import ddim_chain, reverse_chain
-from seminfo.posterior import entropy_bits, log_normal, normalize_log, online_log_posterior, partition_log_posterior
-from seminfo.schedules import make_schedule
-from seminfo.summary import class_moments
+from seminfo.analysis import speciation
+from seminfo.analysis.summary import class_moments
+from seminfo.chain.diffusion import ddim_chain, reverse_chain
+from seminfo.chain.posterior import (entropy_bits, log_normal, normalize_log, online_log_posterior,
+                                    partition_log_posterior)
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm, highdim
 
 SCHED = make_schedule("linear", 200)
 MIX1 = gmm.Mixture([0.55, 0.3, 0.15], [-1.0, 0.3, 1.2], [0.5, 0.3, 0.2])
@@ -177,7 +179,7 @@ def highdim_config(**mixture):
 
 def test_config_accepts_given_and_drawn_means(schema):
     from seminfo.config import validate_config
-    from seminfo.stages import mixture_from_spec
+    from seminfo.stages.shared import mixture_from_spec
 
     spec = validate_config(highdim_config(), schema)["experiments"]["h"]
     np.testing.assert_array_equal(mixture_from_spec(spec).means, [[1, 0, 0], [-1, 0, 0]])

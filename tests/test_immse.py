@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from seminfo import gmm, immse
-from seminfo.schedules import make_schedule
+from seminfo.analysis import immse
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
 
 SCHED = make_schedule("linear", 1000)
 MIXTURES = {

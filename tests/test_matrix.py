@@ -75,7 +75,7 @@ def parse(config, schema):
     """The checks the workflow runs when it is parsed (workflow/rules/common.smk); the error or None."""
     from seminfo.config import ConfigError, validate_config
     from seminfo.models import check_sources
-    from seminfo.precision import check_own_precision
+    from seminfo.stages.precision import check_own_precision
 
     try:
         config = validate_config(config, schema)

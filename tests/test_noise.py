@@ -5,7 +5,7 @@ import pytest
 import torch
 from scipy import stats
 
-from seminfo.noise import check_indices, normal, threefry2x32
+from seminfo.chain.noise import check_indices, normal, threefry2x32
 
 # Threefry-2x32-20 known answers from Random123 (kat_vectors): (counter, key) -> output words
 KAT = [

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from seminfo.posterior import (
+from seminfo.chain.posterior import (
     entropy_bits,
     log_normal,
     online_log_posterior,

@@ -8,13 +8,13 @@ import pytest
 import torch
 from test_ddpm_sample import MIX, ExactMixtureNet
 
-from seminfo.diffusion import reverse_chain
-from seminfo.evaluator import network_precision
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.evaluator import network_precision
+from seminfo.chain.posterior import entropy_bits, online_log_posterior
+from seminfo.chain.precision import bias_factors, entropy_bias_bound_bits, log_odds_budget, noise_table, rounding_noise
+from seminfo.chain.sampler import sample_trajectories
+from seminfo.chain.schedules import make_schedule
 from seminfo.models import NetworkAdapter
-from seminfo.posterior import entropy_bits, online_log_posterior
-from seminfo.precision import bias_factors, entropy_bias_bound_bits, log_odds_budget, noise_table, rounding_noise
-from seminfo.sampler import sample_trajectories
-from seminfo.schedules import make_schedule
 
 
 def test_fp32_switches_tf32_off_and_restores_the_flags():
@@ -76,7 +76,7 @@ class NoisyOutputs(torch.nn.Module):
 
 def test_injected_noise_lowers_the_entropy_within_the_derived_bound():
     """Noise on the outputs makes the posterior too sharp: the mean entropy drops, by at most the bound of
-    ``seminfo.precision`` (and by a sizeable part of it, so the bound is the right scale)."""
+    ``seminfo.chain.precision`` (and by a sizeable part of it, so the bound is the right scale)."""
     sched, std, per_class = make_schedule("linear", 1000), 0.1, 1000
     chain = reverse_chain(sched, 50, "small")
     labels = np.repeat(np.arange(MIX.K), per_class)
@@ -120,7 +120,7 @@ def _with_precision(path, experiment, **sampling):
 
 def test_a_reduced_precision_is_refused_where_its_predicted_bias_exceeds_the_gate():
     from seminfo.config import ConfigError
-    from seminfo.precision import check_own_precision
+    from seminfo.stages.precision import check_own_precision
 
     check_own_precision(_with_precision("config.yaml", "digits", precision="fp32"))
     # digits (D = 64, 100 steps): TF32's noise predicts under 0.001 bit; bf16's 0.2 bit is refused, unless overridden

@@ -1,5 +1,5 @@
 """Pruning of decided classes: what it reports is the exact posterior conditioned on the kept classes, and its
-error stays within the martingale bound of ``seminfo.pruning.pruning_error_bound``."""
+error stays within the martingale bound of ``seminfo.chain.pruning.pruning_error_bound``."""
 
 import math
 
@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from test_ddpm_sample import MIX, ExactMixtureEps
 
-from seminfo import pruning
-from seminfo.pruning import pruning_error_bound
-from seminfo.sampler import sample_trajectories
-from seminfo.diffusion import reverse_chain
-from seminfo.posterior import entropy_bits, online_log_posterior
-from seminfo.schedules import make_schedule
+from seminfo.chain import pruning
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.posterior import entropy_bits, online_log_posterior
+from seminfo.chain.pruning import pruning_error_bound
+from seminfo.chain.sampler import sample_trajectories
+from seminfo.chain.schedules import make_schedule
 
 
 @pytest.fixture(scope="module")
@@ -89,9 +89,10 @@ def test_threshold_must_be_negative():
 
 
 def test_bound_process_is_a_supermartingale_and_dominates_the_dropped_mass(runs):
-    """The bound of ``seminfo.pruning``: W_t (dropped classes' exact odds, e^theta for those not yet dropped) starts at
-    (K - 1) e^theta, its mean never rises along generation, and it bounds the dropped mass eps_t at every step of every
-    trajectory; the sum of the dropped odds alone, which the bound must not rest on, rises from 0 (a submartingale)."""
+    """The bound of ``seminfo.chain.pruning``: W_t (dropped classes' exact odds, e^theta for those not yet dropped)
+    starts at (K - 1) e^theta, its mean never rises along generation, and it bounds the dropped mass eps_t at every step
+    of every trajectory; the sum of the dropped odds alone, which the bound must not rest on, rises from 0 (a
+    submartingale)."""
     threshold = -3.0
     _, _, Q = runs[threshold]
     P, labels = runs["P"], runs["labels"]

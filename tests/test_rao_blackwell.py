@@ -4,11 +4,12 @@ lower-variance rate it gives on the default mixtures against the exact rate."""
 import numpy as np
 import pytest
 
-from seminfo import gmm, rao_blackwell
-from seminfo.diffusion import reverse_chain
-from seminfo.posterior import entropy_bits, normalize_log, online_log_posterior, shared_variance_increment
-from seminfo.schedules import make_schedule
-from seminfo.summary import entropy_rate, rb_variance_ratios
+from seminfo.analysis.summary import entropy_rate, rb_variance_ratios
+from seminfo.chain import rao_blackwell
+from seminfo.chain.diffusion import reverse_chain
+from seminfo.chain.posterior import entropy_bits, normalize_log, online_log_posterior, shared_variance_increment
+from seminfo.chain.schedules import make_schedule
+from seminfo.mixtures import gmm
 
 
 def test_quadrature_and_points_integrate_normal_moments():
@@ -134,7 +135,7 @@ def test_network_gram_expectation_is_the_mean_realised_change(decisive_unet):
     """On the tiny 4-class UNet (8x8 states, D = 64; rank 3, so scrambled Sobol points): the expected change of each
     step, computed from the sampler's Gram matrices, and the realised change differ by the step's martingale noise
     only: their paired difference has mean zero within 4 SE at every step, and the expected changes vary less."""
-    from seminfo.sampler import sample_trajectories
+    from seminfo.chain.sampler import sample_trajectories
 
     chain = reverse_chain(make_schedule("linear", 1000), 20, "small")
     labels = np.repeat(np.arange(4), 100)

@@ -13,7 +13,7 @@ import yaml
 
 from seminfo.config import experiment_hash, validate_config
 from seminfo.io import InputError, open_checked, write_netcdf
-from seminfo.stages import gmm_posterior, gmm_sample
+from seminfo.stages.shared import gmm_posterior, gmm_sample
 
 from conftest import REPO
 from test_workflow_ddpm import TINY_NET

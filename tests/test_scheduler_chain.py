@@ -15,15 +15,15 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from seminfo.clipping import Clipping  # noqa: E402
-from seminfo.config import ConfigError, validate_config  # noqa: E402
-from seminfo.diffusion import (reverse_chain, step_coefficients, x0_coefficients,  # noqa: E402
+from seminfo.chain.clipping import Clipping  # noqa: E402
+from seminfo.chain.diffusion import (reverse_chain, step_coefficients, x0_coefficients,  # noqa: E402
                                clipping_gain)
-from seminfo.guidance import Guidance  # noqa: E402
+from seminfo.chain.guidance import Guidance  # noqa: E402
+from seminfo.chain.noise import normal  # noqa: E402
+from seminfo.chain.sampler import model_chain, sample_trajectories  # noqa: E402
+from seminfo.chain.schedules import chain_times, make_schedule  # noqa: E402
+from seminfo.config import ConfigError, validate_config  # noqa: E402
 from seminfo.models import check_sources, load_adapter  # noqa: E402
-from seminfo.noise import normal  # noqa: E402
-from seminfo.sampler import model_chain, sample_trajectories  # noqa: E402
-from seminfo.schedules import chain_times, make_schedule  # noqa: E402
 
 from test_adapters import noise, scheduler_mean_std, scheduler_of, spec_of  # noqa: E402,F401 (noise: a fixture)
 from twins import diffusers_twin  # noqa: E402
@@ -152,7 +152,7 @@ def test_adapter_samples_on_its_schedulers_grid_and_each_step_is_ddpm_schedulers
 
 def assert_loop_equals_sampler(adapter, chain, sched, noise, labels=(0, 1, 2), seed=5, guidance=None):
     """The sampler's final states equal the scheduler's own loop (its step on the network's, or guided, output) from
-    the same x_T with the same per-step noise (``seminfo.noise``)."""
+    the same x_T with the same per-step noise (``seminfo.chain.noise``)."""
     labels, idx = np.asarray(labels), np.arange(len(labels))
     out = sample_trajectories(adapter, chain, labels, idx, seed, progress=False, guidance=guidance)
     D = int(np.prod(adapter.state_shape))
@@ -348,7 +348,7 @@ def test_clipping_is_read_as_diffusers_reads_the_config_and_thresholds_as_it_doe
     refused naming the key; the thresholding map equals DDPMScheduler._threshold_sample on float64 samples."""
     from diffusers import DDPMScheduler
 
-    from seminfo.clipping import clipping_from_scheduler_config
+    from seminfo.chain.clipping import clipping_from_scheduler_config
 
     assert clipping_from_scheduler_config({"_class_name": "DDPMScheduler"}) == Clipping("clip", clip_range=1.0)
     assert clipping_from_scheduler_config({"_class_name": "PNDMScheduler"}) is None

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from seminfo.diffusion import ddpm_mean, predict_x0, reverse_chain
-from seminfo.schedules import Schedule, cosine_betas, make_schedule, respaced_times
+from seminfo.chain.diffusion import ddpm_mean, predict_x0, reverse_chain
+from seminfo.chain.schedules import Schedule, cosine_betas, make_schedule, respaced_times
 
 
 def test_linear_schedule_matches_ho_et_al():
@@ -89,7 +89,7 @@ def test_scheduler_config_schedule_equals_diffusers_alphas_cumprod(config):
     """alpha_bar[1:] is the scheduler's own alphas_cumprod (diffusers' tau = t - 1), within float32 resolution."""
     from diffusers import DDPMScheduler
 
-    from seminfo.schedules import schedule_from_scheduler_config
+    from seminfo.chain.schedules import schedule_from_scheduler_config
 
     sched = schedule_from_scheduler_config(dict(config))
     reference = DDPMScheduler(**config).alphas_cumprod.double().numpy()
@@ -106,14 +106,14 @@ def test_scheduler_config_schedule_equals_diffusers_alphas_cumprod(config):
     ({"num_train_timesteps": 2, "trained_betas": [0.1, 1.5]}, "trained_betas"),
 ])
 def test_scheduler_config_that_cannot_be_rebuilt_names_file_and_key(config, key):
-    from seminfo.schedules import schedule_from_scheduler_config
+    from seminfo.chain.schedules import schedule_from_scheduler_config
 
     with pytest.raises(ValueError, match=f"^m/scheduler/scheduler_config.json: {key}: "):
         schedule_from_scheduler_config(config, "m/scheduler/scheduler_config.json")
 
 
 def test_sigma_schedule_is_the_grid_in_vp_units():
-    from seminfo.schedules import karras_sigmas, sigma_schedule
+    from seminfo.chain.schedules import karras_sigmas, sigma_schedule
 
     sigmas = karras_sigmas(18, 0.002, 80.0, 7.0)
     assert sigmas[0] == pytest.approx(0.002, rel=1e-12) and sigmas[-1] == pytest.approx(80.0, rel=1e-12)

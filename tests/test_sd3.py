@@ -17,11 +17,11 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from seminfo.chain.diffusion import reverse_chain, x0_coefficients  # noqa: E402
+from seminfo.chain.posterior import online_log_posterior  # noqa: E402
+from seminfo.chain.sampler import sample_trajectories  # noqa: E402
 from seminfo.config import ConfigError, validate_config  # noqa: E402
-from seminfo.diffusion import reverse_chain, x0_coefficients  # noqa: E402
 from seminfo.models import check_sources, load_adapter  # noqa: E402
-from seminfo.posterior import online_log_posterior  # noqa: E402
-from seminfo.sampler import sample_trajectories  # noqa: E402
 
 from twins import sd3_twin, velocity_twin  # noqa: E402
 

@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import yaml
 
-from seminfo import gmm, plotting, speciation, stages
-from seminfo.schedules import make_schedule
-from seminfo.summary import entropy_rate
+from seminfo import plotting
+from seminfo.analysis import speciation
+from seminfo.analysis.summary import entropy_rate
+from seminfo.chain.schedules import make_schedule, schedule_from_spec
+from seminfo.mixtures import gmm
+from seminfo.stages import shared as stages
 
 from conftest import REPO
 from test_plotting import make_summary
@@ -54,7 +57,7 @@ def test_default_mixtures():
     expected = {"gmm_symmetric": (1.09, 88.6), "gmm_asymmetric": (0.7999, 0.0), "gmm_hierarchical": (1.7944, 237.6)}
     for name, spec in default_mixtures().items():
         lam = speciation.mixture_eigenvalue(stages.mixture_from_spec(spec))
-        alpha_bar = stages.schedule_from_spec(spec).alpha_bar
+        alpha_bar = schedule_from_spec(spec).alpha_bar
         _, step = speciation.speciation_step(alpha_bar, lam)
         if "dim" in spec["mixture"]:
             assert lam == pytest.approx(spec["mixture"]["mean_norm"] ** 2 + spec["mixture"]["stds"][0] ** 2), name
@@ -152,7 +155,7 @@ def test_ou_schedule_is_uniform_in_s():
 def test_speciation_figure():
     import xarray as xr
 
-    from seminfo.studies import speciation_stage
+    from seminfo.stages.convergence import speciation_stage
 
     spec = {"kind": "gmm", "mixture": {"weights": [0.5, 0.5], "means": [-1.0, 1.0], "stds": [0.5, 0.5]}}
     options = {"dims": [4, 64], "trajectories_per_class": 20, "steps": 30, "rate_smoothing": 1.0,

@@ -115,7 +115,7 @@ def test_gpu_jobs_held_a_device_and_their_shards_are_those_of_one_device(run_dir
     sampled under the pool is bitwise the same shard sampled again here, in one process on one device."""
     import torch
 
-    from seminfo import network_stages
+    from seminfo.stages import network as network_stages
 
     res = run_dir / "results"
     held = re.compile(rf"GPU ({'|'.join(SIMULATED_GPUS)}) of {','.join(SIMULATED_GPUS)} ")

@@ -2,7 +2,7 @@
 
     python benchmarks/gpu/check_workflow.py benchmarks/gpu/workflow.yaml cifar10_gpu [--shard 0]
 
-1. Agreement. Rule ddpm_sample's stage (``seminfo.network_stages.sample_shard``) runs the same shard on the CPU, from
+1. Agreement. Rule ddpm_sample's stage (``seminfo.stages.network.sample_shard``) runs the same shard on the CPU, from
    the checkpoint the GPU run trained; the posteriors P(c | path) of the two shard files (fp32, TF32 off on the GPU)
    are compared at every step: the largest absolute difference, and that of the increments.
 2. Host syncs. The same shard is sampled on the GPU under ``torch.cuda.set_sync_debug_mode("warn")``: every operation
@@ -32,7 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def posterior(ds: xr.Dataset) -> np.ndarray:
     """P(c | path) (traj, grid, class) from a shard's prior and increments (float64)."""
-    from seminfo.posterior import online_log_posterior
+    from seminfo.chain.posterior import online_log_posterior
 
     inc = ds["increment"].values.astype(np.float64)
     prior = np.broadcast_to(np.log(ds["prior"].values.astype(np.float64)), (inc.shape[0], inc.shape[2]))
@@ -46,10 +46,10 @@ def main(argv=None) -> dict:
     p.add_argument("--shard", type=int, default=0)
     args = p.parse_args(argv)
 
-    from seminfo import network_stages
+    from seminfo.chain.diffusion import sampler_chain
     from seminfo.config import load_config
-    from seminfo.diffusion import sampler_chain
-    from seminfo.stages import class_layout
+    from seminfo.stages import network as network_stages
+    from seminfo.stages.shared import class_layout
 
     config = load_config(args.config, REPO / "workflow/schemas/config.schema.yaml")
     spec = config["experiments"][args.experiment]
@@ -82,7 +82,7 @@ def main(argv=None) -> dict:
     chain = sampler_chain(model.schedule, s)
     slots, members = class_layout(model.num_conditions, s["trajectories_per_class"])
     idx = network_stages.shard_indices(slots.size, s["shards"], args.shard)
-    from seminfo.sampler import sample_trajectories
+    from seminfo.chain.sampler import sample_trajectories
 
     torch.cuda.synchronize()
     with warnings.catch_warnings(record=True) as caught:

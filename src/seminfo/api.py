@@ -83,7 +83,7 @@ class Run:
 
 
 def mixture_section(target) -> dict:
-    """The config ``mixture`` section of a mixture object (``seminfo.gmm.Mixture``, ``seminfo.highdim.
+    """The config ``mixture`` section of a mixture object (``seminfo.mixtures.gmm.Mixture``, ``seminfo.mixtures.highdim.
     IsotropicMixture``) or of a mapping that already is one."""
     if isinstance(target, Mapping):
         return copy.deepcopy(dict(target))
@@ -110,8 +110,8 @@ def _base_spec(target) -> dict:
     if isinstance(target, Mapping) or hasattr(target, "weights"):
         return {"kind": "gmm", "mixture": mixture_section(target)}
     raise TypeError(f"measure: cannot measure a {type(target).__name__}; give a mixture (config section or "
-                    "seminfo.gmm / seminfo.highdim object), a model config (with 'source'), a loaded adapter, or "
-                    "an experiment spec (with 'kind')")
+                    "seminfo.mixtures.gmm / seminfo.mixtures.highdim object), a model config (with 'source'), a "
+                    "loaded adapter, or an experiment spec (with 'kind')")
 
 
 def experiment_spec(target, *, name: str = "api", schema=None, **settings) -> dict:
@@ -155,7 +155,7 @@ def load_model(model: Mapping, device=None, **sampling):
     ``sampling`` keys (e.g. ``guidance``) take part in the check only.
     """
     from .models import load_adapter
-    from .network_stages import device as default_device
+    from .stages.network import device as default_device
 
     # the checks need an experiment: the smallest sampling section the schema allows, or the caller's keys
     spec = experiment_spec(dict(model), sampling={"steps": 2, "trajectories_per_class": 2} | sampling)
@@ -172,8 +172,9 @@ Step = tuple[str, Callable[[], Any]]
 
 def gmm_steps(spec: dict, name: str, folder: Path, config_schema: dict, figures: bool) -> list[Step]:
     """The stages of a mixture experiment as the rules chain them (gmm.smk, analysis.smk, extras.smk)."""
-    from .stages import aggregate, gmm_posterior, gmm_sample, plots, summarize
-    from .studies import decisions_stage, immse_stage
+    from .stages.decisions import decisions_stage
+    from .stages.immse import immse_stage
+    from .stages.shared import aggregate, gmm_posterior, gmm_sample, plots, summarize
 
     core, analysis, dpi = plan.core_spec(spec), plan.analysis_spec(spec), spec["plots"]["dpi"]
     f = {k: folder / v for k, v in {"paths": "paths.nc", "posterior": "posterior.nc", "profiles": "profiles.nc",
@@ -205,12 +206,13 @@ def network_steps(spec: dict, name: str, folder: Path, config_schema: dict, figu
     ``model``: an adapter already loaded, which the stages then sample instead of loading the model again (a
     ``memory`` model has no folder, so no adapter.json); ``progress``: its sampler's progress bar.
     """
-    from .health_stage import health_stage
     from .models import model_source
-    from .network_stages import (collect, model_check, sample_shard, sample_shard_with, shard_posterior,
+    from .stages.decisions import decisions_stage
+    from .stages.health import health_stage
+    from .stages.immse import immse_stage
+    from .stages.network import (collect, model_check, sample_shard, sample_shard_with, shard_posterior,
                                  write_adapter_record)
-    from .stages import aggregate, plots, summarize
-    from .studies import decisions_stage, immse_stage
+    from .stages.shared import aggregate, plots, summarize
 
     core, analysis, dpi = plan.core_spec(spec), plan.analysis_spec(spec), spec["plots"]["dpi"]
     shards = range(spec["sampling"]["shards"])
@@ -295,9 +297,9 @@ def measure(target, *, steps: int | None = None, trajectories_per_class: int | N
     """Measure when ``target`` makes its semantic decisions: the workflow's ``summary.nc`` for one experiment.
 
     Args:
-        target: a mixture (a config ``mixture`` section, or a ``seminfo.gmm.Mixture`` /
-            ``seminfo.highdim.IsotropicMixture``), a model (a config ``model`` section with ``source`` and ``path``
-            of a pretrained source; ``load_model``'s adapter, measured as its config is; or any other
+        target: a mixture (a config ``mixture`` section, or a ``seminfo.mixtures.gmm.Mixture`` /
+            ``seminfo.mixtures.highdim.IsotropicMixture``), a model (a config ``model`` section with ``source`` and
+            ``path`` of a pretrained source; ``load_model``'s adapter, measured as its config is; or any other
             ``seminfo.models.Adapter`` object, e.g. a ``NetworkAdapter`` around a network defined in a notebook,
             measured as ``model.source: memory``), or a whole experiment spec (a mapping with ``kind``).
         steps: reverse steps (``sampling.steps``).

@@ -177,7 +177,7 @@ def check_grids(spec: dict, key: str, T: int, spacing: str = "even", steps_offse
     """The grids of a network experiment's chains (``sampling.steps`` and ``guidance_study.steps``) exist for T with
     ``sampling.timestep_spacing``, else the model's ``spacing`` and ``steps_offset`` (``schedules.chain_times``);
     raises ``ConfigError`` naming the key. Step counts above T are left to the steps <= T checks."""
-    from .schedules import chain_times
+    from .chain.schedules import chain_times
 
     spacing = spec["sampling"].get("timestep_spacing", spacing)
     for name, steps in (("sampling.steps", spec["sampling"]["steps"]),

@@ -44,7 +44,7 @@ def analysis_spec(spec: dict) -> dict:
 
 def study_options(spec: dict, section: str, config_schema: dict) -> dict:
     """An optional study section of an experiment with its schema defaults (also when the section is absent)."""
-    from .studies.common import section_options
+    from .stages.studies_common import section_options
 
     definition = f"{section}_{spec['kind']}" if section in ("immse", "convergence") else section
     return section_options(spec.get(section), config_schema, definition)
@@ -52,7 +52,7 @@ def study_options(spec: dict, section: str, config_schema: dict) -> dict:
 
 def decision_options(spec: dict) -> dict:
     """The ``analysis`` options of the decisions study, with their defaults."""
-    from .decisions import DEFAULTS
+    from .analysis.decisions import DEFAULTS
 
     return {k: spec["analysis"].get(k, v) for k, v in DEFAULTS.items()}
 

@@ -1,10 +1,10 @@
 """Glue between Snakemake's ``script:`` directive and the stage functions.
 
 A rule's script is two lines: it imports a stage and hands it to ``run``, which sends logging and stderr to
-the rule's log file, repeats every warning on Snakemake's console (e.g. a failed health check, ``seminfo.health``),
-pins the thread count to the rule's ``threads``, gives a job with ``resources: gpu`` a GPU of its own on a machine
-with several (``seminfo.gpu_pool``) and turns expected failures into one clear line in the log instead of a deep
-traceback.
+the rule's log file, repeats every warning on Snakemake's console (e.g. a failed health check,
+``seminfo.analysis.health``), pins the thread count to the rule's ``threads``, gives a job with ``resources: gpu`` a GPU
+of its own on a machine with several (``seminfo.gpu_pool``) and turns expected failures into one clear line in the log
+instead of a deep traceback.
 """
 
 from __future__ import annotations

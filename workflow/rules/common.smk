@@ -8,7 +8,7 @@ from seminfo import plan
 from seminfo.config import ConfigError, experiment_hash, load_schema, validate_config
 from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
 from seminfo.models.hub import hub_downloads, is_hub, record_path
-from seminfo.precision import check_own_precision
+from seminfo.stages.precision import check_own_precision
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
 
@@ -146,7 +146,7 @@ def shard_files(experiment, stage):
 
 
 def health_inputs(w):
-    """What the health checks of a network run read (seminfo.health_stage): the profiles, the sample shards, the
+    """What the health checks of a network run read (seminfo.stages.health): the profiles, the sample shards, the
     I-MMSE study's file when it runs, and the independent classifier's quality.json where there is one."""
     inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc", "samples": shard_files(w.experiment, "sample")}
     if w.experiment in immse_experiments():  # defined in extras_common.smk, called when the job is planned

@@ -86,8 +86,8 @@ def decisions_inputs(w):
 
 
 def summary_inputs(w):
-    """The profiles, the study files summary.nc takes variables from (seminfo.stages.STUDY_MERGE) and a network run's
-    health checks (its attributes health_*)."""
+    """The profiles, the study files summary.nc takes variables from (seminfo.stages.shared.STUDY_MERGE) and a network
+    run's health checks (its attributes health_*)."""
     inputs = {"profiles": f"{RESULTS}/{w.experiment}/profiles.nc",
               "decisions": f"{RESULTS}/{w.experiment}/decisions.nc"}
     if w.experiment in immse_experiments():

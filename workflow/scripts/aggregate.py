@@ -1,4 +1,4 @@
-from seminfo.stages import aggregate
+from seminfo.stages.shared import aggregate
 from seminfo.workflow import run
 
 run(snakemake, aggregate, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

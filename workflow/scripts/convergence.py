@@ -1,4 +1,4 @@
-from seminfo.studies import convergence_stage
+from seminfo.stages.convergence import convergence_stage
 from seminfo.workflow import run
 
 run(snakemake, convergence_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

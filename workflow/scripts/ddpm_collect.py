@@ -1,4 +1,4 @@
-from seminfo.network_stages import collect
+from seminfo.stages.network import collect
 from seminfo.workflow import run
 
 run(snakemake, collect, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

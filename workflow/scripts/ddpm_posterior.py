@@ -1,4 +1,4 @@
-from seminfo.network_stages import shard_posterior
+from seminfo.stages.network import shard_posterior
 from seminfo.workflow import run
 
 run(snakemake, shard_posterior, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

@@ -1,4 +1,4 @@
-from seminfo.network_stages import sample_shard
+from seminfo.stages.network import sample_shard
 from seminfo.workflow import run
 
 run(snakemake, sample_shard, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

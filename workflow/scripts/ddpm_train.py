@@ -1,4 +1,4 @@
-from seminfo.ddpm.stages import train_model
+from seminfo.stages.train import train_model
 from seminfo.workflow import run
 
 run(snakemake, train_model, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

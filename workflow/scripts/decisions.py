@@ -1,4 +1,4 @@
-from seminfo.studies import decisions_stage
+from seminfo.stages.decisions import decisions_stage
 from seminfo.workflow import run
 
 run(snakemake, decisions_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

@@ -1,4 +1,4 @@
-from seminfo.stages import gmm_posterior
+from seminfo.stages.shared import gmm_posterior
 from seminfo.workflow import run
 
 run(snakemake, gmm_posterior, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

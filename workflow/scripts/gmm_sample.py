@@ -1,4 +1,4 @@
-from seminfo.stages import gmm_sample
+from seminfo.stages.shared import gmm_sample
 from seminfo.workflow import run
 
 run(snakemake, gmm_sample, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

@@ -1,4 +1,4 @@
-from seminfo.guidance_study import guidance_stage
+from seminfo.stages.guidance import guidance_stage
 from seminfo.workflow import run
 
 run(snakemake, guidance_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

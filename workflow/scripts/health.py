@@ -1,4 +1,4 @@
-from seminfo.health_stage import health_stage
+from seminfo.stages.health import health_stage
 from seminfo.workflow import run
 
 run(snakemake, health_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

@@ -1,4 +1,4 @@
-from seminfo.studies import immse_stage
+from seminfo.stages.immse import immse_stage
 from seminfo.workflow import run
 
 run(snakemake, immse_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

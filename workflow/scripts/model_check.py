@@ -1,4 +1,4 @@
-from seminfo.network_stages import model_check
+from seminfo.stages.network import model_check
 from seminfo.workflow import run
 
 run(snakemake, model_check, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

@@ -1,4 +1,4 @@
-from seminfo.stages import plots
+from seminfo.stages.shared import plots
 from seminfo.workflow import run
 
 run(snakemake, plots, summary=snakemake.input.profiles, outputs=list(snakemake.output),

@@ -1,4 +1,4 @@
-from seminfo.studies import speciation_stage
+from seminfo.stages.convergence import speciation_stage
 from seminfo.workflow import run
 
 run(snakemake, speciation_stage, spec=snakemake.params.spec, experiment=snakemake.wildcards.experiment,

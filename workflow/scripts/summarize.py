@@ -1,4 +1,4 @@
-from seminfo.stages import summarize
+from seminfo.stages.shared import summarize
 from seminfo.workflow import run
 
 studies = {name: path for name, path in snakemake.input.items() if name not in ("profiles", "health")}

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..schedules import Schedule
+from ..chain.schedules import Schedule
 from .checkpoint import CheckpointError, load_latest_training_state, save_model, save_training_state
 from .data import ImageData
 from .model import ClassConditionalUNet, count_parameters

@@ -19,8 +19,8 @@ id (``hub``) reads its download folder; until rule model_download has filled it,
 
 from __future__ import annotations
 
+from ..chain.schedules import schedule_from_spec
 from ..config import ConfigError, check_grids, check_guidance_and_tracking
-from ..stages import schedule_from_spec
 from .base import PREDICTIONS, VARIANCES, Adapter, NetworkAdapter
 from .folders import FolderError, fingerprint
 from .hub import config_has_null, downloaded, is_hub, read_record

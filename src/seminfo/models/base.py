@@ -9,33 +9,34 @@ the model has one. Everything else the sampler needs is plain data on the adapte
     condition_names  the K conditions (class names, ImageNet labels, prompts)
     has_null         whether condition index K is the model's unconditional prediction
     prediction       the network's output kind: 'epsilon', 'v_prediction' or 'sample' (x_0, a denoiser D), or the
-                     velocity of a Gaussian path, 'velocity_<path>' (``seminfo.gaussian_path``)
+                     velocity of a Gaussian path, 'velocity_<path>' (``seminfo.chain.gaussian_path``)
     variance         'fixed' (the chain's sigma) or 'learned_range' (2C output channels; the last C interpolate
                      log beta and log beta-tilde per element, Nichol & Dhariwal 2021, eq. 15)
-    schedule         the forward process, float64 (``seminfo.schedules.Schedule``), rebuilt from the model's own
+    schedule         the forward process, float64 (``seminfo.chain.schedules.Schedule``), rebuilt from the model's own
                      scheduler configuration (or a sigma grid)
     network_time     chain time t (an integer step of ``schedule``) -> the number the network is fed
     decode           state -> images in [0, 1] (the identity map of [-1, 1] for pixel models, the VAE for latent ones)
-    timestep_spacing the grid the model's pipeline samples on (``seminfo.schedules.chain_times``): its scheduler's
+    timestep_spacing the grid the model's pipeline samples on (``seminfo.chain.schedules.chain_times``): its scheduler's
                      ``timestep_spacing`` (leading, trailing, linspace) for a diffusers folder, 'even' otherwise
     steps_offset     its scheduler's ``steps_offset`` (leading spacing adds it to every timestep)
-    clipping         what its scheduler does to x̂_0 before the step mean (``seminfo.clipping.Clipping``), or None
+    clipping         what its scheduler does to x̂_0 before the step mean (``seminfo.chain.clipping.Clipping``), or
+                     None
     chain_variance   'small' or 'large': the fixed step variance its scheduler's ``variance_type`` samples with (the
                      default of ``sampling.variance``)
 
 The step mean of every chain (DDPM, DDIM, the sigma-ancestral step) is affine in the native output
-(``seminfo.diffusion.step_coefficients``), so the sampler stays model-agnostic: a class's Bayes increment is an
+(``seminfo.chain.diffusion.step_coefficients``), so the sampler stays model-agnostic: a class's Bayes increment is an
 exact float64 difference of two network outputs times one coefficient (plus, when the scheduler clips x̂_0, the
-float64 difference of the two means' clipping terms, ``seminfo.clipping``).
+float64 difference of the two means' clipping terms, ``seminfo.chain.clipping``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ..clipping import Clipping
-from ..gaussian_path import VELOCITY_PREDICTIONS
-from ..schedules import Schedule
+from ..chain.clipping import Clipping
+from ..chain.gaussian_path import VELOCITY_PREDICTIONS
+from ..chain.schedules import Schedule
 
 __all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "unit_range"]
 

@@ -8,11 +8,11 @@ Folder layout (``model.path``)::
 
 The conditions are the UNet's class labels except ``model.null_label`` (the unconditional label, if the model was
 trained with one), in label order, named by ``model.class_names`` (default: the label numbers). The schedule is
-rebuilt from the scheduler configuration (``seminfo.schedules.schedule_from_scheduler_config``); diffusers'
+rebuilt from the scheduler configuration (``seminfo.chain.schedules.schedule_from_scheduler_config``); diffusers'
 timestep tau = t - 1 for the chain's step t. A UNet with 2C output channels is a learned-range model
 (``variance_type: learned_range``). The chain is the pipeline's: the grid of the scheduler's ``timestep_spacing`` and
-``steps_offset`` (``seminfo.schedules.chain_times``), and its ``clip_sample`` / ``thresholding`` of x̂_0
-(``seminfo.clipping``), read by ``folders.scheduler_sampling``.
+``steps_offset`` (``seminfo.chain.schedules.chain_times``), and its ``clip_sample`` / ``thresholding`` of x̂_0
+(``seminfo.chain.clipping``), read by ``folders.scheduler_sampling``.
 """
 
 from __future__ import annotations

@@ -68,7 +68,7 @@ def read_json(path: Path) -> dict:
 
 def scheduler_schedule(folder: Path):
     """(schedule, scheduler config, its path) from ``folder/scheduler/scheduler_config.json`` (float64)."""
-    from ..schedules import schedule_from_scheduler_config
+    from ..chain.schedules import schedule_from_scheduler_config
 
     path = component(folder, "scheduler", "scheduler_config.json") / "scheduler_config.json"
     config = read_json(path)
@@ -80,10 +80,10 @@ def scheduler_schedule(folder: Path):
 
 def scheduler_sampling(config: dict, path) -> dict:
     """How the folder's pipeline samples, from its scheduler configuration: ``timestep_spacing`` (diffusers' default
-    'leading' when absent), ``steps_offset`` (default 0), ``clipping`` (``seminfo.clipping``; None when the
+    'leading' when absent), ``steps_offset`` (default 0), ``clipping`` (``seminfo.chain.clipping``; None when the
     scheduler neither clips nor thresholds x̂_0) and ``chain_variance``, the fixed step variance its ``variance_type``
     names: 'large' (beta) for fixed_large / fixed_large_log, else 'small' (beta-tilde, diffusers' default)."""
-    from ..clipping import clipping_from_scheduler_config
+    from ..chain.clipping import clipping_from_scheduler_config
 
     spacing = config.get("timestep_spacing") or "leading"
     if spacing not in ("leading", "trailing", "linspace"):

@@ -3,9 +3,9 @@ null label K (trained by label dropout), eps-prediction, the experiment's schedu
 
 from __future__ import annotations
 
+from ..chain.schedules import Schedule
 from ..ddpm.checkpoint import CheckpointError, load_model
 from ..ddpm.model import resolve_arch
-from ..schedules import Schedule
 from .base import NetworkAdapter
 
 __all__ = ["own_adapter", "check_model_matches"]

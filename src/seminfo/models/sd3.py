@@ -32,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..gaussian_path import PATHS, flow_match_sigmas, path_scale, path_schedule
+from ..chain.gaussian_path import PATHS, flow_match_sigmas, path_scale, path_schedule
 from .base import Adapter, unit_range
 from .folders import FolderError, component, from_pretrained, read_json, resolve_path
 

@@ -18,7 +18,7 @@ runs code: use trusted files only. The conditions are ``model.classes`` (label i
 ``model.class_names``; with ``model.zero_label_is_null: true`` (a network trained with label dropout) the all-zero
 label is the null condition (needed for the I-MMSE study).
 
-The chain. On the ascending grid sigma_1 < … < sigma_S (``seminfo.schedules.karras_sigmas``, ``sampling.steps``,
+The chain. On the ascending grid sigma_1 < … < sigma_S (``seminfo.chain.schedules.karras_sigmas``, ``sampling.steps``,
 ``sampling.sigma_min`` / ``sigma_max`` / ``rho``, EDM's defaults 0.002, 80, 7) plus sigma_0 = 0, the ancestral step
 from sigma_t to sigma_s < sigma_t is
 
@@ -26,8 +26,8 @@ from sigma_t to sigma_s < sigma_t is
 
 an exact Gaussian transition. In variance-preserving units x_VP = sqrt(alpha_bar) x with alpha_bar = 1 / (1 +
 sigma^2) it is the 'small' DDPM step on the schedule whose grid is the sigma grid itself
-(``seminfo.schedules.sigma_schedule``), with D the x_0 ('sample') prediction, so the sampler runs it unchanged; the
-Bayes increment is invariant under the rescaling of the state. The chain starts from x_VP ~ N(0, I) at sigma_max
+(``seminfo.chain.schedules.sigma_schedule``), with D the x_0 ('sample') prediction, so the sampler runs it unchanged;
+the Bayes increment is invariant under the rescaling of the state. The chain starts from x_VP ~ N(0, I) at sigma_max
 (x ~ N(0, (1 + sigma_max^2) I)); the last step, to sigma = 0, is D itself (no noise, not a Bayes step). EDM's own
 stochastic sampler ("churn": noise added to raise sigma, then a class-dependent Heun step) has no closed-form
 transition density from x to x', so it cannot be measured this way.
@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..schedules import karras_sigmas, sigma_schedule
+from ..chain.schedules import karras_sigmas, sigma_schedule
 from .base import Adapter, unit_range
 from .folders import FolderError, resolve_path
 

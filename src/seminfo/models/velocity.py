@@ -15,7 +15,7 @@ returns a ``torch.nn.Module`` ``net`` with
                                            decoder); absent: x_0 in [-1, 1] is the image
 
 which is SiT's ``SiT.forward(x, t, y)`` (its learned-sigma channels already dropped) plus three attributes.
-``model.path_kind`` names the path (``seminfo.gaussian_path``): 'linear' (alpha = t, sigma = 1 - t, v = x_0 - eps)
+``model.path_kind`` names the path (``seminfo.chain.gaussian_path``): 'linear' (alpha = t, sigma = 1 - t, v = x_0 - eps)
 or 'gvp' (alpha = sin(pi t / 2), sigma = cos(pi t / 2)). The conditions are ``model.classes`` (label ids, default
 all), named by ``model.class_names``; ``model.null_label`` is the id of the unconditional prediction of a network
 trained with label dropout (SiT: label_dim, its extra embedding row), needed for guidance, one-vs-rest and I-MMSE.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..gaussian_path import PATHS, path_scale, path_schedule, uniform_path_times
+from ..chain.gaussian_path import PATHS, path_scale, path_schedule, uniform_path_times
 from .base import Adapter, unit_range
 from .folders import FolderError, resolve_path
 from .sigma_denoiser import entry_classes, entry_network
