@@ -277,8 +277,8 @@ def _run_steps(steps: list[Step], progress: bool) -> None:
 
 def _stamps(folder: Path) -> dict[str, tuple[int, int]]:
     """(modification time, size) of every file under ``folder``, by path relative to it."""
-    return {str(p.relative_to(folder)): (p.stat().st_mtime_ns, p.stat().st_size) for p in folder.rglob("*")
-            if p.is_file()}
+    stats = {str(p.relative_to(folder)): p.stat() for p in folder.rglob("*") if p.is_file()}
+    return {name: (st.st_mtime_ns, st.st_size) for name, st in stats.items()}
 
 
 def _written(folder: Path, before: dict[str, tuple[int, int]], temporary: tuple[str, ...]) -> tuple[str, ...]:

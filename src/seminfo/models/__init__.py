@@ -23,7 +23,7 @@ from ..chain.schedules import schedule_from_spec
 from ..config import ConfigError, check_grids, check_guidance_and_tracking
 from .base import PREDICTIONS, VARIANCES, Adapter, NetworkAdapter
 from .folders import FolderError, fingerprint
-from .hub import config_has_null, downloaded, is_hub, read_record
+from .hub import downloaded, is_hub, read_record
 
 __all__ = ["PREDICTIONS", "VARIANCES", "Adapter", "NetworkAdapter", "SOURCES", "PRETRAINED", "model_source",
            "is_pretrained", "load_adapter", "inspect_source", "check_sources", "has_null_condition",
@@ -123,8 +123,8 @@ def has_null_condition(spec: dict) -> bool:
     """Whether the experiment's model has an unconditional (null) condition, without loading it."""
     if not is_pretrained(spec):
         return True  # the own UNet is trained with the null label K
-    if is_hub(spec) and not downloaded(spec):
-        return config_has_null(spec)  # as inspect will say once it is downloaded
+    if is_hub(spec) and not downloaded(spec):  # from the config, as its inspect will say once it is downloaded
+        return _spec_module(spec).config_has_null(spec["model"])
     return bool(inspect_source(spec)["has_null"])
 
 

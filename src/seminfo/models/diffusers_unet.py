@@ -55,6 +55,12 @@ def _size(value) -> tuple[int, int]:
     return (int(value), int(value)) if isinstance(value, int) else tuple(int(v) for v in value)
 
 
+def config_has_null(model: dict) -> bool:
+    """Whether the model has a null (unconditional) condition, from its config ``model`` section alone:
+    ``model.null_label`` is set."""
+    return model.get("null_label") is not None
+
+
 def inspect(spec: dict) -> dict:
     """What the folder holds, from its JSON files alone: conditions, network labels, prediction, variance, schedule,
     and how its pipeline samples (grid spacing, steps_offset, x̂_0 clipping)."""
@@ -91,7 +97,7 @@ def inspect(spec: dict) -> dict:
     out_ch = int(cfg.get("out_channels", in_ch))
     return {
         "folder": folder, "names": names, "labels": labels + ([null] if null is not None else []),
-        "has_null": null is not None, "prediction": check_prediction(sched_cfg, str(sched_path)),
+        "has_null": config_has_null(model), "prediction": check_prediction(sched_cfg, str(sched_path)),
         "variance": check_variance(in_ch, out_ch, sched_cfg, str(sched_path)),
         "schedule": schedule, "state_shape": (in_ch, *_size(cfg.get("sample_size", 32))),
     } | scheduler_sampling(sched_cfg, sched_path)

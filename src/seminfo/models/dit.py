@@ -36,6 +36,12 @@ def label_ids(id2label: dict) -> dict[str, int]:
     return out
 
 
+def config_has_null(model: dict) -> bool:
+    """Whether the model has a null (unconditional) condition, from its config ``model`` section alone:
+    always (its label num_classes is the null class)."""
+    return True
+
+
 def inspect(spec: dict) -> dict:
     model = spec["model"]
     folder = resolve_path(model["path"])
@@ -74,7 +80,7 @@ def inspect(spec: dict) -> dict:
     # The learned sigma of DiT: 2C channels are a learned range whatever variance_type the (inference) scheduler has.
     variance = "learned_range" if out_ch == 2 * in_ch else check_variance(in_ch, out_ch, sched_cfg, str(sched_path))
     size = int(cfg.get("sample_size", 32))
-    return {"folder": folder, "names": names, "labels": ids + [n_classes], "has_null": True,
+    return {"folder": folder, "names": names, "labels": ids + [n_classes], "has_null": config_has_null(spec["model"]),
             "prediction": check_prediction(sched_cfg, str(sched_path)), "variance": variance, "schedule": schedule,
             "state_shape": (in_ch, size, size), "ids": ids} | scheduler_sampling(sched_cfg, sched_path)
 

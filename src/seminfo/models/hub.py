@@ -28,7 +28,7 @@ from .folders import HUB_ID
 
 __all__ = ["COMPONENTS", "OPTIONAL_COMPONENTS", "DEFAULT_MODELS_DIR", "is_hub", "is_hub_id", "hub_models",
            "hub_downloads", "record_path", "downloaded", "select_files", "offline", "offline_message", "download",
-           "read_record", "config_has_null", "experiments_of", "missing_components"]
+           "read_record", "experiments_of", "missing_components"]
 
 log = logging.getLogger(__name__)
 
@@ -93,18 +93,6 @@ def read_record(spec: dict) -> dict | None:
         return json.loads(record_path(spec["model"]["path"]).read_text())
     except (OSError, ValueError):
         return None
-
-
-def config_has_null(spec: dict) -> bool:
-    """Whether a pretrained model has a null condition, from the config alone (as the adapters' ``inspect`` says
-    it): for a hub model whose folder is not downloaded yet."""
-    model = spec["model"]
-    source = model["source"]
-    if source == "diffusers":
-        return model.get("null_label") is not None
-    if source == "python":
-        return "null_label" in model if model.get("prediction") == "velocity" else bool(model.get("zero_label_is_null"))
-    return True  # dit (its null class), stable_diffusion and sd3 (the negative prompt)
 
 
 def is_hub_id(path: str, models_dir: str = DEFAULT_MODELS_DIR, exists=None) -> bool:

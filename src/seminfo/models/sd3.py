@@ -43,6 +43,12 @@ TOKENIZERS = ("tokenizer", "tokenizer_2")
 FLOW_SCHEDULER = "FlowMatchEulerDiscreteScheduler"
 
 
+def config_has_null(model: dict) -> bool:
+    """Whether the model has a null (unconditional) condition, from its config ``model`` section alone:
+    always (the negative, empty prompt)."""
+    return True
+
+
 def inspect(spec: dict) -> dict:
     model = spec["model"]
     folder = resolve_path(model["path"])
@@ -72,8 +78,9 @@ def inspect(spec: dict) -> dict:
     sigmas = sigmas[::-1]  # grid index 1 … S, from data towards noise
     path = PATHS["rectified_flow"]
     return {"folder": folder, "names": list(model["prompts"]), "negative_prompt": model.get("negative_prompt", ""),
-            "has_null": True, "prediction": path.prediction, "variance": "fixed", "sigmas": sigmas,
-            "schedule": path_schedule(path, sigmas), "num_train_timesteps": int(sched.get("num_train_timesteps", 1000)),
+            "has_null": config_has_null(spec["model"]), "prediction": path.prediction, "variance": "fixed",
+            "sigmas": sigmas, "schedule": path_schedule(path, sigmas),
+            "num_train_timesteps": int(sched.get("num_train_timesteps", 1000)),
             "t5": t5[0], "state_shape": (int(cfg.get("in_channels", 16)), size, size),
             "shift": float(sched.get("shift", 1.0)), "dynamic_shifting": bool(sched.get("use_dynamic_shifting"))}
 

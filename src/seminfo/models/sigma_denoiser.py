@@ -59,12 +59,17 @@ def sigma_grid(sampling: dict) -> np.ndarray:
     return karras_sigmas(int(sampling["steps"]), **opts)
 
 
+def config_has_null(model: dict) -> bool:
+    """Whether the model has a null (unconditional) condition, from its config ``model`` section alone:
+    ``model.zero_label_is_null``."""
+    return bool(model.get("zero_label_is_null", False))
+
+
 def inspect(spec: dict) -> dict:
     model = spec["model"]
     path = resolve_path(model["path"], want_dir=False)
     sigmas = sigma_grid(spec["sampling"])
-    return {"path": path, "sigmas": sigmas, "schedule": sigma_schedule(sigmas), "has_null": bool(model.get(
-        "zero_label_is_null", False))}
+    return {"path": path, "sigmas": sigmas, "schedule": sigma_schedule(sigmas), "has_null": config_has_null(model)}
 
 
 def entry_function(entry: str):

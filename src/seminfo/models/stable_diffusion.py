@@ -31,6 +31,12 @@ __all__ = ["inspect", "StableDiffusionAdapter", "load", "embed_prompts"]
 COMPONENTS = ("unet", "vae", "text_encoder")
 
 
+def config_has_null(model: dict) -> bool:
+    """Whether the model has a null (unconditional) condition, from its config ``model`` section alone:
+    always (the negative, empty prompt)."""
+    return True
+
+
 def inspect(spec: dict) -> dict:
     model = spec["model"]
     folder = resolve_path(model["path"])
@@ -46,7 +52,7 @@ def inspect(spec: dict) -> dict:
     in_ch = int(cfg.get("in_channels", 4))
     size = int(cfg.get("sample_size", 64))
     return {"folder": folder, "names": list(model["prompts"]), "negative_prompt": model.get("negative_prompt", ""),
-            "has_null": True, "prediction": check_prediction(sched_cfg, str(sched_path)),
+            "has_null": config_has_null(spec["model"]), "prediction": check_prediction(sched_cfg, str(sched_path)),
             "variance": check_variance(in_ch, int(cfg.get("out_channels", in_ch)), sched_cfg, str(sched_path)),
             "schedule": schedule, "state_shape": (in_ch, size, size)} | scheduler_sampling(sched_cfg, sched_path)
 

@@ -45,6 +45,12 @@ __all__ = ["PATH_KINDS", "inspect", "VelocityAdapter", "load"]
 PATH_KINDS = ("linear", "gvp")  # the paths model.path_kind may name (SiT's conventions)
 
 
+def config_has_null(model: dict) -> bool:
+    """Whether the model has a null (unconditional) condition, from its config ``model`` section alone:
+    ``model.null_label`` is given."""
+    return "null_label" in model
+
+
 def inspect(spec: dict) -> dict:
     model = spec["model"]
     path = resolve_path(model["path"], want_dir=False)
@@ -55,7 +61,7 @@ def inspect(spec: dict) -> dict:
     gpath = PATHS[kind]
     times = uniform_path_times(gpath, int(spec["sampling"]["steps"]))
     return {"path": path, "gaussian_path": gpath, "times": times, "schedule": path_schedule(gpath, times),
-            "has_null": "null_label" in model}
+            "has_null": config_has_null(model)}
 
 
 class VelocityAdapter(Adapter):
