@@ -8,7 +8,8 @@ mu_c = A x_t + B out_c (``seminfo.chain.diffusion.step_coefficients``: the DDPM 
 chains, the DDIM mean for a chain from ``ddim_chain``, in eps, v or x_0 units), plus, when the model's scheduler clips
 or thresholds x̂_0 (``model.clipping``), G (p(x̂_0,c) - x̂_0,c), nonlinear in the output (``seminfo.chain.clipping``),
 and a standard deviation sigma shared by all conditions (or, for a learned-range network, per element and per
-condition):
+condition). Each step is the paper's three parts, one piece each in ``seminfo.chain.step``, with every mode
+(guidance, one-vs-rest and null tracking, pruning, learned variance, clipping) in its own function there:
 
 1. Evaluate the network for the planned (trajectory, condition) pairs, in chunks of ``eval_batch``
    (``seminfo.chain.evaluator``): all K conditions of every trajectory, or, with pruning, those not yet decided against.
@@ -21,7 +22,8 @@ condition):
    trajectory's own condition. With a shared sigma the K x K Gram matrix of the delta_c is kept as well: the
    increments depend on the step's noise only through <delta_c, z>, so it is all the Rao–Blackwellised entropy rate
    needs (``seminfo.chain.rao_blackwell``), whatever the state dimension.
-3. Move: x <- A x + B out_own (+ G gap_own) + sigma z, the state in float64 (the network sees float32).
+3. Move: x <- A x + B out_own (+ G gap_own) + sigma z (under guidance with the guided output), the state in
+   float64 (the network sees float32).
 
 What the posterior is. The update is exact Bayes for the chain that ran, so it gives P(c | x_t, x_{t+1}, …, x_start),
 the posterior given the whole path so far (it starts from the prior, exactly: the chain's first state is drawn from
@@ -31,9 +33,9 @@ under which the path above x_t carries no information about c beyond x_t: ancest
 kernels (and DDIM with eta = 1, the same chain) approaches that as the steps get finer (S -> inf; measured on
 gmm_asymmetric with exact eps by ``python benchmarks/path_deficit.py``: at S = 100 the marginal entropy lies
 0.062 +- 0.005 bit below H(c | x_t) at its worst grid time, t = 10, and 0.001 +- 0.003 bit on average over the grid;
-at S = 1000 nowhere resolvably, at most 0.013 +- 0.007 bit). DDIM with eta < 1 is a Gaussian Markov chain with condition-dependent means and a
-shared sigma, so Bayes' rule applies step by step, but it is never that time reversal: its posterior stays
-P(c | path) at every S.
+at S = 1000 nowhere resolvably, at most 0.013 +- 0.007 bit). DDIM with eta < 1 is a Gaussian Markov chain with
+condition-dependent means and a shared sigma, so Bayes' rule applies step by step, but it is never that time
+reversal: its posterior stays P(c | path) at every S.
 
 Noise is counter-based (``seminfo.chain.noise``): trajectory n's draw at step i is a function of (seed, global index
 n, i) alone, so a trajectory's result does not depend on the shard or batch it runs in (bitwise where the chunks have
@@ -50,13 +52,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .diffusion import (ReverseChain, learned_range_log_variance, predict_x0, sampler_chain, step_coefficients,
-                        x0_coefficients, clipping_gain)
+from .diffusion import ReverseChain, sampler_chain
 from .evaluator import PRECISIONS, PairEvaluator
-from .guidance import Guidance, guided_output
+from .guidance import Guidance
 from .noise import check_indices, normal
-from .posterior import diagonal_variance_increment, shared_variance_increment
 from .pruning import PRUNED
+from .step import (Plan, Step, evaluate, full_increments, gram_matrices, make_plan, null_increment, own_increment,
+                   step_kernel, unguided_increments)
 
 __all__ = ["TrajectoryBatch", "PRECISIONS", "TRACKING", "snapshot_indices", "model_chain", "sample_trajectories"]
 
@@ -98,34 +100,6 @@ class TrajectoryBatch:
     snapshot_times: np.ndarray  # (n_snapshots,) int
     model_increments: np.ndarray | None = None  # (N, S', K) the unguided model's, with guidance
     ovr_increments: np.ndarray | None = None  # (N, S', 1 or K) one-vs-rest: log N(mu_c) - log N(mu_null)
-
-
-def _plan(flat: torch.Tensor, own_flat: torch.Tensor, K: int):
-    """Pairs to evaluate from their flat indices n * K + c (ascending, so trajectory-major).
-
-    Returns rows, conditions, flat and where each trajectory's own pair sits in the list.
-    """
-    position = torch.full((own_flat.numel() * K,), -1, dtype=torch.long, device=flat.device)
-    position[flat] = torch.arange(flat.numel(), device=flat.device)
-    return flat // K, flat % K, flat, position[own_flat]
-
-
-def _gram(delta: torch.Tensor, flat: torch.Tensor, N: int, K: int) -> torch.Tensor:
-    """Per-trajectory Gram matrices <delta_c, delta_d> (N, K, K) of the evaluated pairs (the others count as 0)."""
-    if flat.numel() == N * K:  # every pair, in trajectory-major order
-        full = delta.view(N, K, -1)
-    else:
-        full = delta.new_zeros((N * K, delta.shape[1]))
-        full[flat] = delta
-        full = full.view(N, K, -1)
-    return torch.bmm(full, full.transpose(1, 2)).float()
-
-
-def _predicted_x0(prediction: str, x, out_own, alpha_bar_t: float):
-    if prediction == "epsilon":
-        return predict_x0(x, out_own, alpha_bar_t)
-    r, s = x0_coefficients(prediction, alpha_bar_t)
-    return r * x + s * out_own
 
 
 @torch.no_grad()
@@ -177,156 +151,114 @@ def sample_trajectories(model, chain: ReverseChain, labels, indices, seed: int, 
     labels = np.asarray(labels)
     N, K, S, start = labels.size, model.num_conditions, chain.steps, chain.posterior_start
     examples = np.zeros(N, bool) if examples is None else np.asarray(examples, bool)
-    shape = tuple(model.state_shape)
-    D = int(np.prod(shape))
-    learned = model.variance == "learned_range"
-    clipping = model.clipping
+    D = int(np.prod(model.state_shape))
     snaps = snapshot_indices(chain, n_snapshots)
-    nulls = guidance is not None or ovr or null_tracking
-    evaluate = PairEvaluator(model, eval_batch, N * ((1 if ovr else K) + nulls), precision, compile, dev,
-                             timed=stats is not None)
-    replan_every = _REPLAN_EVERY.get(dev.type, _REPLAN_EVERY_DEFAULT)
+    tracks_null = ovr or null_tracking  # the null condition is evaluated at every Bayes step
+    evaluator = PairEvaluator(model, eval_batch, N * ((1 if ovr else K) + (guidance is not None or tracks_null)),
+                              precision, compile, dev, timed=stats is not None)
+    record = _Record(N, K, S - start, D, dev, tracking=tracking, guided=guidance is not None,
+                     null_tracking=null_tracking, gram=model.variance != "learned_range",
+                     examples=int(examples.sum()), n_snapshots=snaps.size)
+    pruning = None if prune_log_threshold is None else _Pruning(prune_log_threshold, log_prior, labels, K, dev)
 
     indices = check_indices(indices).to(dev)
-    own = torch.as_tensor(labels, dtype=torch.long, device=dev)
-    arange = torch.arange(N, device=dev)
+    own_flat = torch.arange(N, device=dev) * K + torch.as_tensor(labels, dtype=torch.long, device=dev)
     null_cond = torch.full((N,), K, dtype=torch.long, device=dev)
     example_rows = torch.as_tensor(np.flatnonzero(examples), dtype=torch.long, device=dev)
-    G = S - start
-    f64 = {"dtype": torch.float64, "device": dev}
-    increments = None if ovr else torch.empty((N, G, K), **f64)
-    model_increments = torch.empty((N, G, K), **f64) if guidance is not None and not ovr else None
-    ovr_increments = torch.empty((N, G, 1 if ovr else K), **f64) if ovr or null_tracking else None
-    gram = None if learned or ovr else torch.zeros((N, G, K, K), dtype=torch.float32, device=dev)
-    snapshots = torch.empty((example_rows.numel(), snaps.size, D), dtype=torch.float32, device=dev)
-    pruning = prune_log_threshold is not None
-    if pruning:
-        lp = torch.zeros(K, dtype=torch.float64) if log_prior is None else torch.as_tensor(log_prior).double()
-        log_odds = (lp[None, :] - lp[labels][:, None]).to(dev)  # log P(c|x) - log P(own|x), from the prior
-        active = torch.ones((N, K), dtype=torch.bool, device=dev)
-    own_flat = arange * K + own
-    everything = own_flat if ovr else torch.arange(N * K, device=dev)
-    rows, conds, flat, own_pos = _plan(everything, own_flat, K)
+    plan = make_plan(own_flat if ovr else torch.arange(N * K, device=dev), own_flat, K)
     bar = tqdm(total=N * S, unit="step", desc="sampling", disable=not progress, mininterval=5)
-
     null_evaluations = 0
     x = normal(seed, indices, 0, D, device=dev)  # x_T ~ N(0, I), float64 state
     for i in range(S, 0, -1):
-        ab_t, sigma = float(chain.alpha_bar[i]), float(chain.sigma[i - 1])
-        a, b = step_coefficients(chain, i, model.prediction)
-        if clipping is not None:
-            g = clipping_gain(chain, i)
-            r0, s0 = x0_coefficients(model.prediction, ab_t)
-        w = 1.0 if guidance is None else guidance.scale_at(float(chain.times[i]))
-        bayes = i > start
-        if not bayes:
-            rows, conds, flat, own_pos = _plan(own_flat, own_flat, K)
-        elif pruning and (S - i) % replan_every == 0:
-            # the one host sync of a step (the pair count), and only when replanning
-            rows, conds, flat, own_pos = _plan(active.reshape(-1).nonzero().squeeze(1), own_flat, K)
-        with_null = w != 1.0 or (bayes and (ovr or null_tracking))
-        # 1. the network's output for the planned pairs (and the null condition of every trajectory when guiding or
-        #    tracking one-vs-rest); the own condition's (guided) output is the one that moves the trajectory.
-        pair_rows, pair_conds = (rows, conds)
-        if with_null:
-            pair_rows, pair_conds = torch.cat([rows, arange]), torch.cat([conds, null_cond])
-            null_evaluations += N
-        out = evaluate(x.float(), model.network_time(int(chain.times[i])), pair_rows, pair_conds, once=not bayes)
-        log_var = None
-        z = normal(seed, indices, i, D, device=dev) if sigma > 0 else None
-        if learned:
-            out, var_values = out[:, :D], out[:, D:]
-            if z is not None:
-                beta, beta_tilde = float(chain.beta[i - 1]), float(chain.beta_tilde[i - 1])
-                log_var = learned_range_log_variance(var_values.double(), beta, beta_tilde)  # (pairs, D)
-                sigma = (0.5 * log_var.index_select(0, own_pos)).exp()  # (N, D): the own condition's, per element
-        if with_null:
-            out, out_null = out[:rows.numel()], out[rows.numel():].double()
-            log_var, log_var_null = (None, None) if log_var is None else (log_var[:rows.numel()],
-                                                                          log_var[rows.numel():])
-        out_own = out.index_select(0, own_pos).double()
-        move = guided_output(out_own, out_null, w) if w != 1.0 else out_own
-
-        def x0_gap(outputs, at):
-            """p(x̂_0) - x̂_0 (``seminfo.chain.clipping``) of float64 outputs of the trajectories ``at``."""
-            x0 = r0 * x.index_select(0, at) + s0 * outputs
-            return clipping(x0) - x0
-
-        if clipping is not None:
-            move_gap = x0_gap(move, arange)
-
-        def with_clipping(delta, outputs, at):
-            """delta = mu(move) - mu(outputs) of the affine means, plus G (gap_move - gap_outputs) with clipping."""
-            if clipping is None:
-                return delta
-            return delta + g * (move_gap.index_select(0, at) - x0_gap(outputs, at))
-
-        def step_increment(delta, at, lv):
-            """log N(x'; mu_c, .) up to a common constant, for pairs of trajectories ``at`` (x' = mu_move + sigma z)."""
-            if learned:
-                return diagonal_variance_increment(delta, z.index_select(0, at), sigma.index_select(0, at), lv)
-            return shared_variance_increment(delta[:, None, :], z.index_select(0, at), sigma)[:, 0]
-
-        if bayes:
-            j = i - 1 - start
-            unguided = None  # log N(x'; mu_c) of the unguided kernels, per pair
-            if not ovr:
-                # 2. delta_c = mu~_own - mu~_c = -B w (out_c - out_own), exact in float64 (w = 1: unguided); with
-                #    clipping plus G (gap_own - gap_c) of the guided outputs, as the pipeline clips them.
-                delta = -(b * w) * (out.double() - out_own.index_select(0, rows))
-                if clipping is not None:
-                    guided = out.double() if w == 1.0 else guided_output(out.double(), out_null.index_select(0, rows),
-                                                                         w)
-                    delta = with_clipping(delta, guided, rows)
-                pair_inc = step_increment(delta, rows, log_var)
-                inc = torch.full((N * K,), PRUNED, **f64)
-                inc[flat] = pair_inc
-                if gram is not None:
-                    gram[:, j] = _gram(delta, flat, N, K)
-                inc = inc.view(N, K)
-                if pruning:
-                    inc = inc.masked_fill(~active, PRUNED)
-                    log_odds += inc
-                    active &= log_odds >= prune_log_threshold
-                increments[:, j] = inc
-                unguided = inc
-                if model_increments is not None:
-                    if w != 1.0:  # the unguided model's kernels against the step taken: delta_c = mu~_own - mu_c
-                        unguided = torch.full((N * K,), PRUNED, **f64)
-                        unguided[flat] = step_increment(with_clipping(-b * (out.double() - move.index_select(0, rows)),
-                                                                      out.double(), rows), rows, log_var)
-                        unguided = unguided.view(N, K)
-                    model_increments[:, j] = unguided
-            if ovr_increments is not None:
-                # one condition against the null one: log N(x'; mu_c) - log N(x'; mu_null)
-                # (``seminfo.chain.one_vs_rest``)
-                null_inc = step_increment(with_clipping(-b * (out_null - move), out_null, arange), arange, log_var_null)
-                if ovr:
-                    own_inc = step_increment(with_clipping(-b * (out_own - move), out_own, arange), arange,
-                                             None if log_var is None else log_var.index_select(0, own_pos))
-                    ovr_increments[:, j, 0] = own_inc - null_inc
-                else:
-                    ovr_increments[:, j] = unguided - null_inc[:, None]
+        kernel = step_kernel(chain, i, model.prediction, model.clipping is not None, guidance)
+        if not kernel.bayes:  # the noiseless last step needs the own condition only
+            plan = make_plan(own_flat, own_flat, K)
+        elif pruning is not None and (S - i) % pruning.every == 0:
+            plan = pruning.plan(own_flat, K)
+        with_null = kernel.w != 1.0 or (kernel.bayes and tracks_null)
+        null_evaluations += N if with_null else 0
+        z = normal(seed, indices, i, D, device=dev) if kernel.sigma > 0 else None
+        step = evaluate(evaluator, model, chain, kernel, x, z, plan, null_cond if with_null else None)  # 1.
+        if kernel.bayes:
+            record.increments_of(step, plan, i - 1 - start, pruning)  # 2.
         if i in snaps and example_rows.numel():
-            x0 = _predicted_x0(model.prediction, x[example_rows], move[example_rows], ab_t)
-            if clipping is not None:
-                x0 = clipping(x0)
-            snapshots[:, int(np.flatnonzero(snaps == i)[0])] = x0.float()
-        # 3. the step with the trajectory's own (guided) kernel.
-        x = a * x + b * move
-        if clipping is not None:
-            x = x + g * move_gap
-        if z is not None:
-            x = x + sigma * z
+            record.snapshots[:, int(np.flatnonzero(snaps == i)[0])] = step.predicted_x0(example_rows,
+                                                                                         model.prediction).float()
+        x = step.moved()  # 3.
         bar.update(N)
     bar.close()
-    host = lambda v: None if v is None else v.cpu().numpy()  # noqa: E731
-    result = TrajectoryBatch(host(increments), host(gram), x.view(N, *shape).float().cpu().numpy(),
-                             snapshots.view(example_rows.numel(), snaps.size, *shape).cpu().numpy(),
-                             chain.times[snaps], host(model_increments), host(ovr_increments))
+    result = record.batch(x, model.state_shape, chain.times[snaps])
     if stats is not None:
-        exact = N * (1 if ovr else K) * G + N * start + null_evaluations  # the plan without pruning
-        stats.update(evaluations=evaluate.evaluations, padded=evaluate.padded, exact_evaluations=exact,
-                     model_seconds=evaluate.total_model_seconds(), seconds=time.perf_counter() - began,
-                     compiled=evaluate.net is not model, trajectories=N, steps=S, classes=K, tracking=tracking)
+        exact = N * (1 if ovr else K) * (S - start) + N * start + null_evaluations  # the plan without pruning
+        stats.update(evaluations=evaluator.evaluations, padded=evaluator.padded, exact_evaluations=exact,
+                     model_seconds=evaluator.total_model_seconds(), seconds=time.perf_counter() - began,
+                     compiled=evaluator.net is not model, trajectories=N, steps=S, classes=K, tracking=tracking)
     return result
+
+
+class _Pruning:
+    """The decided conditions of each trajectory (``seminfo.chain.pruning``): a condition is dropped once its log
+    posterior odds against the trajectory's own fall below the threshold."""
+
+    def __init__(self, threshold: float, log_prior, labels: np.ndarray, K: int, device: torch.device):
+        lp = torch.zeros(K, dtype=torch.float64) if log_prior is None else torch.as_tensor(log_prior).double()
+        self.threshold = threshold
+        self.log_odds = (lp[None, :] - lp[labels][:, None]).to(device)  # log P(c|x) - log P(own|x), from the prior
+        self.active = torch.ones((labels.size, K), dtype=torch.bool, device=device)
+        self.every = _REPLAN_EVERY.get(device.type, _REPLAN_EVERY_DEFAULT)
+
+    def plan(self, own_flat: torch.Tensor, K: int) -> Plan:
+        """The pairs still active; the one host sync of a step (the pair count), and only when replanning."""
+        return make_plan(self.active.reshape(-1).nonzero().squeeze(1), own_flat, K)
+
+    def update(self, increments: torch.Tensor) -> torch.Tensor:
+        """Mark the step's increments (N, K) of dropped conditions ``PRUNED`` and drop the newly decided ones."""
+        increments = increments.masked_fill(~self.active, PRUNED)
+        self.log_odds += increments
+        self.active &= self.log_odds >= self.threshold
+        return increments
+
+
+class _Record:
+    """The sampler's outputs, filled step by step on the device (float64 increments, float32 Gram matrices)."""
+
+    def __init__(self, N: int, K: int, G: int, D: int, device, *, tracking: str, guided: bool, null_tracking: bool,
+                 gram: bool, examples: int, n_snapshots: int):
+        f64 = {"dtype": torch.float64, "device": device}
+        ovr = tracking == "one_vs_rest"
+        self.N, self.K = N, K
+        self.increments = None if ovr else torch.empty((N, G, K), **f64)
+        self.model_increments = torch.empty((N, G, K), **f64) if guided and not ovr else None
+        self.ovr_increments = torch.empty((N, G, 1 if ovr else K), **f64) if ovr or null_tracking else None
+        self.gram = torch.zeros((N, G, K, K), dtype=torch.float32, device=device) if gram and not ovr else None
+        self.snapshots = torch.empty((examples, n_snapshots, D), dtype=torch.float32, device=device)
+
+    def increments_of(self, step: Step, plan: Plan, j: int, pruning: _Pruning | None):
+        """2. The Bayes increments of Bayes step j (posterior grid index) of each tracked family."""
+        N, K = self.N, self.K
+        unguided = None  # log N(x'; mu_c) of the unguided kernels, per condition
+        if self.increments is not None:  # full tracking
+            increments, delta = full_increments(step, plan, N, K)
+            if self.gram is not None:
+                self.gram[:, j] = gram_matrices(delta, plan, N, K)
+            if pruning is not None:
+                increments = pruning.update(increments)
+            self.increments[:, j] = unguided = increments
+            if self.model_increments is not None:
+                if step.kernel.w != 1.0:
+                    unguided = unguided_increments(step, plan, N, K)
+                self.model_increments[:, j] = unguided
+        if self.ovr_increments is not None:  # log N(x'; mu_c) - log N(x'; mu_null) (seminfo.chain.one_vs_rest)
+            null = null_increment(step)
+            if self.increments is None:  # one-vs-rest tracking: the own condition only
+                self.ovr_increments[:, j, 0] = own_increment(step, plan) - null
+            else:  # null tracking: every condition
+                self.ovr_increments[:, j] = unguided - null[:, None]
+
+    def batch(self, x: torch.Tensor, shape, snapshot_times: np.ndarray) -> TrajectoryBatch:
+        """The outputs on the host, with the generated x_0 ``x``."""
+        host = lambda v: None if v is None else v.cpu().numpy()  # noqa: E731
+        N, E, n = self.N, self.snapshots.shape[0], self.snapshots.shape[1]
+        return TrajectoryBatch(host(self.increments), host(self.gram), x.view(N, *shape).float().cpu().numpy(),
+                               self.snapshots.view(E, n, *shape).cpu().numpy(), snapshot_times,
+                               host(self.model_increments), host(self.ovr_increments))
