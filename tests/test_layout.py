@@ -98,3 +98,17 @@ def test_subpackages_only_document():
     for sub in ("chain", "mixtures", "analysis", "stages", "bench"):
         tree = ast.parse((PACKAGE / sub / "__init__.py").read_text())
         assert not [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))], sub
+
+
+def test_config_schema_is_package_data_and_the_workflows():
+    """An installed seminfo (not only an editable one) has the config schema: it is a file of the package, named in
+    pyproject's package data, and it is the file the workflow validates against (workflow/schemas links to it)."""
+    import tomllib
+
+    from seminfo import plan
+
+    assert plan.SCHEMA_PATH.parent == PACKAGE.resolve() and plan.SCHEMA_PATH.is_file()
+    data = tomllib.loads((SRC.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["seminfo"]
+    assert plan.SCHEMA_PATH.name in data
+    workflow_schema = SRC.parent / "workflow" / "schemas" / "config.schema.yaml"
+    assert workflow_schema.resolve() == plan.SCHEMA_PATH

@@ -14,16 +14,15 @@ from .config import STUDY_SECTIONS, load_schema
 __all__ = ["SCHEMA_PATH", "schema", "core_spec", "train_spec", "analysis_spec", "study_options", "decision_options",
            "figure_names", "immse_skipped", "immse_runs"]
 
-# The config schema of the workflow, in the source tree beside the package.
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+# The config schema, package data (workflow/schemas/config.schema.yaml links to it), so an installed seminfo has it.
+SCHEMA_PATH = Path(__file__).resolve().parent / "config.schema.yaml"
 
 
 def schema(path=None) -> dict:
     """The config schema (default: the workflow's, ``SCHEMA_PATH``)."""
     path = Path(path) if path is not None else SCHEMA_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: the config schema is not there; pass its path (workflow/schemas/"
-                                "config.schema.yaml of a seminfo source tree)")
+        raise FileNotFoundError(f"{path}: the config schema is not there")
     return load_schema(path)
 
 
