@@ -157,9 +157,17 @@ def test_decisions_stage_and_figure(tiny_run):
     assert ds.attrs["speciation_eigenvalue"] == pytest.approx(lam)
     assert ds.attrs["speciation_time"] == pytest.approx(
         speciation.ou_time_to_step(schedule_from_spec(TINY).alpha_bar, 0.5 * np.log(lam)))
-    fig = plotting.plot_decisions(ds)
+    # the decisions' rate peaks are the profiles' (one place): the argmax of the rate drawn, with the interval of
+    # the bands' replicates' peaks
+    assert "partition_rate_peak_time" not in ds
+    part_peaks = summary["time"].values[summary["partition_entropy_rate_rb"].values.argmax(1)]
+    np.testing.assert_array_equal(summary["partition_rate_peak_time"], part_peaks)
+    assert np.all(summary["partition_rate_peak_time_ci_low"] <= summary["partition_rate_peak_time_ci_high"])
+    fig = plotting.plot_decisions(ds, profiles=summary)
     ax = fig.axes[0]
-    assert {c.get_gid() for c in ax.collections} >= {"median", "peak", "peak:exact", "partition_peak"}
+    assert {c.get_gid() for c in ax.collections} >= {"median", "peak", "peak:exact", "partition_peak",
+                                                     "partition_peak:exact"}
+    assert len([line for line in ax.lines if line.get_gid() == "partition_peak:ci"]) == summary.sizes["partition"]
     assert any(line.get_gid() == "speciation" for line in ax.lines)
     (matrix,) = [a for a in fig.axes if any(c.get_gid() == "difference" for c in a.collections)]
     assert len(matrix.texts) == 6  # one number per ordered pair of the 3 classes

@@ -78,3 +78,13 @@ def test_report_has_every_study_figure_with_its_caption(run_dir):
     for caption in ("Mutual information I(c; x_t) of experiment", "When each class of experiment",
                     "Step convergence on experiment"):
         assert caption in html, caption
+    # the decisions caption carries the run's key numbers, read from its summary.nc when the report is made
+    summary = xr.open_dataset(run_dir / "results" / "pair" / "summary.nc")
+    for k in range(2):
+        median = "{:.0f} [{:.0f}, {:.0f}]".format(*(summary[v].values[k] for v in (
+            "decision_time_median", "decision_time_ci_low", "decision_time_ci_high")))
+        peak = "{:.0f} [{:.0f}, {:.0f}] (exact {:.0f})".format(*(summary[v].values[k] for v in (
+            "entropy_rate_peak_time", "entropy_rate_peak_time_ci_low", "entropy_rate_peak_time_ci_high",
+            "entropy_rate_peak_time_exact")))
+        assert median in html and peak in html, (median, peak)
+    assert "Median decision time of each class" in html and "T = 100;" in html

@@ -361,3 +361,32 @@ def test_a_model_independent_time_axis(mode):
     default.attrs["model_source"] = "python"
     assert "log SNR" in plotting.plot_entropy(default).axes[0].get_xlabel()
     assert "t/T" in plotting.plot_entropy(make_summary(K=3)).axes[0].get_xlabel()
+
+
+def test_key_numbers_of_the_report_captions(tmp_path):
+    """The captions' key numbers: each class's and each decision's rate peak with its interval and the exact value
+    where there is one, the median decision times with theirs; NaN as n/a; nothing for an absent summary.nc."""
+    import xarray as xr
+
+    from seminfo.plotting.captions import caption_numbers, key_numbers
+
+    ds = xr.Dataset(
+        {"entropy_rate_peak_time": ("class", [12.0, np.nan]), "entropy_rate_peak_time_ci_low": ("class", [10.0, 18]),
+         "entropy_rate_peak_time_ci_high": ("class", [15.4, 22]), "entropy_rate_peak_time_exact": ("class", [11, 20]),
+         "decision_time_median": ("class", [30.5, 41]), "decision_time_ci_low": ("class", [28.0, 39]),
+         "decision_time_ci_high": ("class", [33.0, 44]),
+         "partition_rate_peak_time": ("partition", [7]), "partition_rate_peak_time_ci_low": ("partition", [5.0]),
+         "partition_rate_peak_time_ci_high": ("partition", [9.0])},
+        coords={"class": ["a", "tiger cat"], "partition": ["a_vs_b"],
+                "time": ("time", [0, 50, 100], {"long_name": "DDPM step (0 = data, T = noise)"})},
+        attrs={"T": 100})
+    out = key_numbers(ds)
+    assert out["class_peaks"] == ("Entropy-rate peak of each class: ``a`` 12 [10, 15] (exact 11); ``tiger cat`` n/a "
+                                  "[18, 22] (exact 20).")
+    assert out["decision_times"] == "Median decision time of each class: ``a`` 30 [28, 33]; ``tiger cat`` 41 [39, 44]."
+    assert out["decision_peaks"] == "Rate peak of each binary decision: ``a_vs_b`` 7 [5, 9]."
+    assert out["units"].startswith("Times are in DDPM step (0 = data, T = noise), T = 100;")
+    ds.drop_vars(["partition_rate_peak_time", "decision_time_median"]).to_netcdf(tmp_path / "summary.nc")
+    read = caption_numbers(tmp_path / "summary.nc")
+    assert read["class_peaks"] == out["class_peaks"] and read["decision_peaks"] == read["decision_times"] == ""
+    assert set(caption_numbers(tmp_path / "absent.nc").values()) == {""}

@@ -71,10 +71,13 @@ def samples(samples, n_per_class: int = 8) -> Figure | None:
     return plotting.plot_sample_grid(_dataset(samples, "samples.nc"), n_per_class=n_per_class)
 
 
-def decisions(decisions) -> Figure:
+def decisions(decisions, summary=None) -> Figure:
     """Decision times and entropy-rate peaks with their intervals (``figures/decisions.png``): ``decisions.nc``
-    or a ``Run``."""
-    return plotting.plot_decisions(_dataset(decisions, "decisions.nc"))
+    or a ``Run``; the binary decisions' peaks come from ``summary`` (summary.nc; a ``Run``'s own by default)."""
+    if summary is None and not isinstance(decisions, xr.Dataset):
+        summary = decisions
+    return plotting.plot_decisions(_dataset(decisions, "decisions.nc"),
+                                   profiles=None if summary is None else _dataset(summary))
 
 
 def immse(summary, immse=None) -> Figure:

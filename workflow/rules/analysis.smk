@@ -33,6 +33,7 @@ rule plot_profiles:
         f"{RESULTS}/{{experiment}}/logs/plot_profiles.log",
     params:
         plots=lambda w: spec(w.experiment)["plots"],
+        numbers=report_numbers,
     conda:
         "../envs/seminfo.yaml"
     script:
@@ -52,6 +53,7 @@ rule plot_partitions:
         f"{RESULTS}/{{experiment}}/logs/plot_partitions.log",
     params:
         plots=lambda w: spec(w.experiment)["plots"],
+        numbers=report_numbers,
     conda:
         "../envs/seminfo.yaml"
     script:

@@ -8,6 +8,7 @@ from seminfo import plan
 from seminfo.config import ConfigError, experiment_hash, load_schema, validate_config
 from seminfo.models import check_sources, has_null_condition, is_pretrained, model_source
 from seminfo.models.hub import hub_downloads, is_hub, record_path
+from seminfo.plotting.captions import caption_numbers
 from seminfo.stages.precision import check_own_precision
 
 SCHEMA = workflow.source_path("../schemas/config.schema.yaml")
@@ -119,6 +120,13 @@ def model_folder_files(w):
     if where.endswith(".py"):
         files.append(str(Path(where).expanduser()))
     return files
+
+
+def report_numbers(w, input):
+    """The experiment's key numbers for the report's captions (seminfo.plotting.captions), read from its summary.nc.
+    A function of the job's input, so Snakemake does not compare it between runs: it never reruns a job, and the
+    report, made after the run, shows the numbers of the run's summary.nc."""
+    return caption_numbers(f"{RESULTS}/{w.experiment}/summary.nc")
 
 
 def figures(experiment):

@@ -54,6 +54,7 @@ rule decisions:
         spec=lambda w: analysis_spec(w.experiment),
         options=lambda w: decision_options(w.experiment),
         plots=lambda w: spec(w.experiment)["plots"],
+        numbers=report_numbers,
     conda:
         "../envs/seminfo.yaml"
     script:

@@ -20,14 +20,13 @@ import warnings
 import numpy as np
 
 from .bootstrap import CONFIDENCE, RESAMPLES, SEED, percentile_interval, replicate_means
-from .summary import entropy_rate
+from .summary import rate_peak_times
 
 __all__ = [
     "DEFAULTS",
     "decision_times",
     "percentile_interval",
     "bootstrap_median",
-    "rate_peak_times",
     "class_decision_statistics",
     "class_rate_peaks",
     "pairwise_differences",
@@ -77,12 +76,6 @@ def bootstrap_median(values, resamples: int, rng: np.random.Generator, confidenc
         reps = np.nanmedian(values[idx], axis=1)
     lo, hi = percentile_interval(reps, confidence)
     return float(np.nanmedian(values)), float(lo), float(hi)
-
-
-def rate_peak_times(t, H, times, smoothing: float = 0.0):
-    """Time (from ``times``) at which dH/dt, computed on the normalised grid ``t``, is largest; along H's last axis."""
-    rate = entropy_rate(t, H, smoothing)
-    return np.asarray(times)[rate.argmax(-1)]
 
 
 def class_decision_statistics(decision_time, labels, K: int, resamples: int, seed: int,

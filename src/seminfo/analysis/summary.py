@@ -32,9 +32,9 @@ import xarray as xr
 from scipy.ndimage import gaussian_filter1d
 
 from ..chain.posterior import LOG2
-from .bootstrap import CONFIDENCE, RESAMPLES, SEED, percentile_band, replicate_means
+from .bootstrap import CONFIDENCE, RESAMPLES, SEED, percentile_band, percentile_interval, replicate_means
 
-__all__ = ["entropy_rate", "smoothing_bias", "rate_band", "class_moments", "partition_weights", "partition_moments", "build_summary",
+__all__ = ["entropy_rate", "smoothing_bias", "rate_band", "rate_peak_times", "rate_peak_interval", "class_moments", "partition_weights", "partition_moments", "build_summary",
            "VARIABLE_ATTRS"]
 
 BIT_RATE = "bit per unit time"
@@ -69,6 +69,8 @@ VARIABLE_ATTRS = {
     "partition_entropy_exact": ("exact decision entropy (quadrature)", "bit"),
     "partition_entropy_exact_se": ("standard error of the exact decision entropy (Monte Carlo of the exact "
                                    "posterior)", "bit"),
+    "partition_rate_peak_time": ("time of the decision-entropy rate peak (of the Rao-Blackwellised rate where "
+                                 "there is one)", "1"),
     "partition_side_a": ("classes on side A of the decision", "1"),
     "partition_side_b": ("classes on side B of the decision", "1"),
     "example_posterior": ("class posterior P(c | x_t) along example trajectories", "1"),
@@ -101,6 +103,18 @@ def rate_band(t, replicates, means, smoothing: float, axis: int = 1):
     lo, hi = percentile_band(entropy_rate(t, replicates, smoothing), axis=axis)
     bias = smoothing_bias(t, means, smoothing)
     return np.minimum(lo, lo - bias), np.maximum(hi, hi - bias)
+
+
+def rate_peak_times(t, H, times, smoothing: float = 0.0):
+    """Time (from ``times``) at which dH/dt, computed on the normalised grid ``t``, is largest; along H's last axis."""
+    rate = entropy_rate(t, H, smoothing)
+    return np.asarray(times)[rate.argmax(-1)]
+
+
+def rate_peak_interval(t, replicates, times, smoothing: float = 0.0, confidence: float = CONFIDENCE):
+    """Percentile interval of the rate's peak time over bootstrap replicate curves (..., B, G) -> (...), (...)."""
+    return percentile_interval(rate_peak_times(t, replicates, times, smoothing).astype(np.float64), confidence,
+                               axis=-1)
 
 
 def class_moments(values, labels, K: int):
@@ -175,6 +189,16 @@ def _band(name, dims, band) -> dict:
     return {
         f"{name}_ci_{side}": (dims, np.asarray(value), {"long_name": f"{bound} bound of {what}", "units": units})
         for side, bound, value in (("low", "lower", band[0]), ("high", "upper", band[1]))
+    }
+
+
+def _interval(name, dims, interval) -> dict:
+    """``<name>_ci_low`` / ``_ci_high``: the percentile interval of a number over the bootstrap replicates."""
+    long_name, units = VARIABLE_ATTRS[name]
+    what = f"the {100 * CONFIDENCE:g}% stratified-bootstrap interval of the {long_name}"
+    return {
+        f"{name}_ci_{side}": (dims, np.asarray(value), {"long_name": f"{bound} bound of {what}", "units": units})
+        for side, bound, value in (("low", "lower", interval[0]), ("high", "upper", interval[1]))
     }
 
 
@@ -283,7 +307,8 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
     if has_partitions:
         means, sems = zip(*(partition_moments(part_values[p], labels, prior, m) for p, m in enumerate(members)))
         means = np.array(means)
-        p_band, p_rate_band = _bands(t, np.concatenate([next(reps) for _ in members]), means, rate_smoothing)
+        p_rep = np.concatenate([next(reps) for _ in members])
+        p_band, p_rate_band = _bands(t, p_rep, means, rate_smoothing)
         dims = ("partition", "time")
         coords["partition"] = ("partition", traj["partition"].values.astype(str), {"long_name": "binary decision"})
         data["partition_entropy"] = _var("partition_entropy", dims, means)
@@ -311,6 +336,15 @@ def build_summary(traj: xr.Dataset, rate_smoothing: float = 0.0, exact: dict | N
         data["partition_entropy_rate_rb"] = _var("partition_entropy_rate_rb", dims,
                                                  entropy_rate(t, means_rb, rb_smoothing))
         data.update(_band("partition_entropy_rate_rb", dims, rate_band(t, rep, means_rb, rb_smoothing, axis=1)))
+    if has_partitions:
+        # when each decision is made: the peak of the rate drawn (Rao-Blackwellised where there is one), with the
+        # interval of the replicates' peaks
+        curves, replicates, smoothing = ((means_rb, rep, rb_smoothing) if has_partition_rb
+                                         else (means, p_rep, rate_smoothing))
+        data["partition_rate_peak_time"] = _var("partition_rate_peak_time", ("partition",),
+                                                rate_peak_times(t, curves, times, smoothing))
+        data.update(_interval("partition_rate_peak_time", ("partition",),
+                              rate_peak_interval(t, replicates, times, smoothing)))
     if "example_posterior" in traj:
         data["example_posterior"] = _var("example_posterior", ("example", "time", "class"),
                                          traj["example_posterior"].values)

@@ -164,14 +164,16 @@ def _peak_difference_matrix(fig, decisions: xr.Dataset) -> None:
 
 
 @_styled
-def plot_decisions(decisions: xr.Dataset) -> Figure:
+def plot_decisions(decisions: xr.Dataset, profiles: xr.Dataset | None = None) -> Figure:
     """Class-sorted dot/interval chart: median decision time with its 95% bootstrap CI, the interquartile range of
-    the per-trajectory decision times, and the entropy-rate peak with its CI; the speciation time as a line. Beside
-    it, when decisions.nc has the pairwise table, the K x K matrix of peak time differences with the pairs whose
+    the per-trajectory decision times, and the entropy-rate peak with its CI; below, the binary decisions' rate
+    peaks with their CIs (from ``profiles``, profiles.nc or summary.nc); the speciation time as a line. Beside it,
+    when decisions.nc has the pairwise table, the K x K matrix of peak time differences with the pairs whose
     95 % interval excludes 0 in bold ("does class a decide before class b?").
 
     Classes are sorted by median decision time (undecided classes last). Marker collections carry gids
-    ``median``, ``peak`` and ``peak:exact``; the matrix meshes ``difference`` and ``unresolved``.
+    ``median``, ``peak``, ``peak:exact``, ``partition_peak`` and ``partition_peak:exact``; the matrix meshes
+    ``difference`` and ``unresolved``.
     """
     labels = [str(c) for c in decisions["class"].values]
     K = len(labels)
@@ -182,7 +184,9 @@ def plot_decisions(decisions: xr.Dataset) -> Figure:
     y = np.empty(K)
     y[order] = np.arange(K)
 
-    n_rows = K + (decisions.sizes.get("partition", 0) if "partition_rate_peak_time" in decisions else 0)
+    # the binary decisions' rate peaks: the profiles' (with intervals), or, in a decisions.nc of before, its own
+    part = profiles if profiles is not None and "partition_rate_peak_time" in profiles else decisions
+    n_rows = K + (part.sizes.get("partition", 0) if "partition_rate_peak_time" in part else 0)
     has_matrix = "peak_time_difference" in decisions and K >= 2
     height = 1.5 + 0.38 * n_rows
     if has_matrix:
@@ -222,12 +226,17 @@ def plot_decisions(decisions: xr.Dataset) -> Figure:
         ax.scatter(exact, y + 0.18, s=40, marker="|", color="k", linewidths=1.4, zorder=5, gid="peak:exact")
         handles.append(Line2D([], [], ls="none", marker="|", color="k", markersize=8, label="exact entropy-rate peak"))
     rows = [labels[k] for k in order]
-    if "partition_rate_peak_time" in decisions:
+    if "partition_rate_peak_time" in part:
         # Binary decisions below the classes: their entropy-rate peaks only (no per-trajectory decision times).
-        names = [str(p) for p in decisions["partition"].values]
+        names = [str(p) for p in part["partition"].values]
         yp = K + np.arange(len(names))
         ax.axhline(K - 0.5, color="0.7", lw=0.8)
-        ax.scatter(decisions["partition_rate_peak_time"].values / T, yp, s=30, marker="D", facecolors="white",
+        if "partition_rate_peak_time_ci_low" in part:
+            for y_p, lo, hi in zip(yp, part["partition_rate_peak_time_ci_low"].values / T,
+                                   part["partition_rate_peak_time_ci_high"].values / T):
+                ax.plot([lo, hi], [y_p] * 2, color="0.35", lw=2.0, alpha=0.7, solid_capstyle="butt",
+                        gid="partition_peak:ci")
+        ax.scatter(part["partition_rate_peak_time"].values / T, yp, s=30, marker="D", facecolors="white",
                    edgecolors="0.35", linewidths=1.3, zorder=4, gid="partition_peak")
         if "partition_rate_peak_time_exact" in decisions:
             ax.scatter(decisions["partition_rate_peak_time_exact"].values / T, yp, s=40, marker="|", color="k",

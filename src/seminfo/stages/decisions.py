@@ -207,13 +207,11 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
                                          "1")
     coords = {"class": s["class"].values, "class_b": ("class_b", s["class"].values, {"long_name": "class"}),
               "traj": np.arange(labels.size)}
-    if "partition_entropy_rate" in s:
+    if "partition_rate_peak_time" in s:
+        # the decisions' rate peaks and their intervals are the profiles' (the rate drawn, from the bands' replicates)
         coords["partition"] = s["partition"].values
-        part_rate = "partition_entropy_rate_rb" if "partition_entropy_rate_rb" in s else "partition_entropy_rate"
-        part_peak = times[s[part_rate].transpose("partition", "time").values.argmax(1)]
-        data["partition_rate_peak_time"] = var("partition", part_peak, "time of the decision-entropy rate peak "
-                                                "(DDPM step)", "1")
-        part_which = "Monte Carlo" + (" (Rao-Blackwellised)" if part_rate.endswith("_rb") else "")
+        part_peak = s["partition_rate_peak_time"].values
+        part_which = "Monte Carlo" + (" (Rao-Blackwellised)" if "partition_entropy_rate_rb" in s else "")
         if "partition_entropy_exact" in s:
             exact_part = s["partition_entropy_exact"].transpose("partition", "time").values
             part_peak = times[entropy_rate(times / T, exact_part).argmax(1)]
@@ -238,6 +236,6 @@ def decisions_stage(spec: dict, experiment: str, summary, source, output, option
     log.info("median decision times: %s; rate peaks: %s", np.round(stats["median"], 1).tolist(),
              np.round(peaks["peak"], 1).tolist())
     ds = xr.Dataset(data, coords=coords, attrs=attrs)
-    write_study(ds, output, figure, plotting.plot_decisions, dpi)
+    write_study(ds, output, figure, lambda d: plotting.plot_decisions(d, profiles=s), dpi)
 
 
